@@ -1,0 +1,224 @@
+"""The `comm100-sync` command: builds settings, engine and HTTP client; maps outcomes to exit codes.
+
+Heavy modules are imported inside the commands that need them, to keep start-up short.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from sync import __version__
+from sync.errors import EX_INTERNAL, EX_OK, InterruptedCycleError, SyncError
+
+if TYPE_CHECKING:
+    from sync.job import RunResult
+    from sync.settings import DatabaseSettings, Settings
+
+log = logging.getLogger("sync.cli")
+
+
+def _setup(kind: Any) -> Any:
+    """Load settings of `kind` and configure logging from them."""
+    from sync import logs, settings
+
+    loaded = settings.load(kind)
+    secrets = [loaded.password.get_secret_value()] if hasattr(loaded, "password") else []
+    logs.configure(fmt=loaded.log_format, level=loaded.log_level, secrets=secrets)
+    return loaded
+
+
+def log_result(result: RunResult) -> None:
+    """One summary line per cycle: run id, status, counts, duration."""
+    counts = ", ".join(f"{v} {k}" for k, v in result.counts.items())
+    extra = {
+        "event": "cycle",
+        "status": result.status,
+        "counts": result.counts or None,
+        "duration_seconds": round(result.duration_seconds, 3),
+        "exit_code": result.exit_code,
+    }
+    where = f"run {result.run_id}" if result.run_id is not None else "no run row"
+    partner = f"partner {result.partner_id!r}"
+    if result.error is None:
+        log.info(
+            "%s %s (%s, %s): %s in %.2fs",
+            result.resource,
+            result.status,
+            where,
+            partner,
+            counts or "nothing to do",
+            result.duration_seconds,
+            extra=extra,
+        )
+    else:
+        log.error(
+            "%s failed (%s, %s, exit %d): %s",
+            result.resource,
+            where,
+            partner,
+            result.exit_code,
+            result.error,
+            extra=extra,
+        )
+
+
+def _raise_on_signal(signum: int, _frame: FrameType | None) -> None:
+    raise InterruptedCycleError(f"stopped by {signal.Signals(signum).name}; nothing was committed")
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    from sync.job import run_once
+    from sync.migrate import ensure_schema
+    from sync.settings import Settings
+    from sync.wiring import build_client, build_engine, cycle_options
+
+    settings: Settings = _setup(Settings)
+    engine = build_engine(settings)
+    try:
+        ensure_schema(engine, auto_migrate=settings.auto_migrate)
+        client = build_client(settings)
+        signal.signal(signal.SIGTERM, _raise_on_signal)
+        result = run_once(engine, client, cycle_options(settings))
+        log_result(result)
+        return result.exit_code
+    finally:
+        engine.dispose()
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from sync.migrate import upgrade
+    from sync.schema import SCHEMA_REVISION
+    from sync.settings import DatabaseSettings
+    from sync.wiring import build_engine
+
+    settings: DatabaseSettings = _setup(DatabaseSettings)
+    engine = build_engine(settings)
+    try:
+        before = upgrade(engine)
+    finally:
+        engine.dispose()
+    if before == SCHEMA_REVISION:
+        print(f"schema already at {SCHEMA_REVISION} in {settings.database_url_for_display}")
+    else:
+        print(
+            f"schema migrated from {before or 'empty'} to {SCHEMA_REVISION} "
+            f"in {settings.database_url_for_display}"
+        )
+    return EX_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from sync.settings import DatabaseSettings
+    from sync.status import collect, render_text
+    from sync.wiring import build_engine
+
+    settings: DatabaseSettings = _setup(DatabaseSettings)
+    engine = build_engine(settings)
+    try:
+        report = collect(engine, limit=args.limit, max_age_seconds=settings.health_max_age)
+    finally:
+        engine.dispose()
+    if args.json:
+        import json
+
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(render_text(report))
+    return EX_OK if report["healthy"] else 1
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    from sync import emulator, logs
+
+    logs.configure(fmt="text", level="DEBUG" if args.debug else "INFO")
+    emulator.main(args.host, args.port, platforms_file=args.platforms)
+    return EX_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sync import demo, logs
+
+    logs.configure(fmt="text", level="DEBUG" if args.debug else "WARNING")
+    return int(demo.main(database=args.database))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sync.scheduler import run_service
+    from sync.settings import Settings
+
+    settings: Settings = _setup(Settings)
+    return int(run_service(settings))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="comm100-sync",
+        description="Keep a SQL copy of the Comm100 Partner API's platform list, with an audit "
+        "trail. Settings come from SYNC_* variables, a .env file or a secrets directory.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks for failures (never secrets)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    once = sub.add_parser("once", help="run one sync cycle and exit (for cron / CronJob)")
+    once.set_defaults(func=cmd_once)
+    run = sub.add_parser("run", help="sync every SYNC_INTERVAL_SECONDS until stopped")
+    run.set_defaults(func=cmd_run)
+    migrate = sub.add_parser("migrate", help="create or upgrade the tables (idempotent)")
+    migrate.set_defaults(func=cmd_migrate)
+    status = sub.add_parser("status", help="recent runs and row counts; exit 1 if stale")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--limit", type=int, default=10, help="runs to show (default 10)")
+    status.set_defaults(func=cmd_status)
+    emu = sub.add_parser("emulator", help="serve a local emulator of the Partner API")
+    emu.add_argument("--host", default="127.0.0.1")
+    emu.add_argument("--port", type=int, default=8100)
+    emu.add_argument("--platforms", metavar="FILE", help="JSON file with the initial list")
+    emu.set_defaults(func=cmd_emulator)
+    demo = sub.add_parser("demo", help="show a few cycles against the emulator and SQLite")
+    demo.add_argument(
+        "--database", default="comm100_sync_demo.db", help="SQLite file (default %(default)s)"
+    )
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except SyncError as error:
+        # Expected failures: one line, no traceback (unless --debug).
+        _report(f"error: {error}", args.debug)
+        return error.exit_code
+    except KeyboardInterrupt:
+        _report("interrupted", args.debug)
+        return 130
+    except Exception as error:
+        _report(f"internal error: {type(error).__name__}: {error}", True if args.debug else None)
+        return EX_INTERNAL
+
+
+def _report(message: str, debug: bool | None) -> None:
+    from sync.logs import redact
+
+    print(f"comm100-sync: {redact(message)}", file=sys.stderr)
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    elif debug is None:
+        print("comm100-sync: run with --debug for the traceback", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

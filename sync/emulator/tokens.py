@@ -1,0 +1,263 @@
+"""The OAuth side of the emulator: password and refresh grants, HS256 access tokens, revocation."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+
+from sync.emulator.replies import JSON, NO_STORE, Reply, error_reply, json_reply
+
+# The quick start's curl sends the literal "x-www-form-urlencoded"; the real server takes it.
+FORM_TYPES = ("application/x-www-form-urlencoded", "x-www-form-urlencoded")
+AUDIENCE = "ids.resource.1"
+CLAIM_SCOPES = ["ids.scope", "openid", "profile", "offline_access"]
+JWT_HEADER = {"alg": "HS256", "typ": "at+jwt"}
+
+
+@dataclass(frozen=True)
+class _Grant:
+    """What a refresh token stands for: the client it was issued to and the original login."""
+
+    client_id: str
+    auth_time: int
+
+
+def parse_form(content_type: str | None, body: bytes) -> dict[str, list[str]] | None:
+    """The form fields of a token request, or None when it is not form-encoded UTF-8."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type not in FORM_TYPES:
+        return None
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return parse_qs(text, keep_blank_values=True)
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _compact(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+
+
+class TokenAuthority:
+    """Issues and checks tokens for one demo partner account; thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        email: str,
+        password: str,
+        partner_id: str,
+        lifetime_seconds: int,
+        issue_refresh_tokens: bool,
+        rotate_refresh_tokens: bool,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client_id = client_id
+        self.email = email
+        self.password = password
+        self.partner_id = partner_id
+        self.lifetime_seconds = lifetime_seconds
+        self.issue_refresh_tokens = issue_refresh_tokens
+        self.rotate_refresh_tokens = rotate_refresh_tokens
+        self.issuer = ""
+        self._clock = clock
+        # A fresh key per instance: tokens from another run or instance fail the signature check.
+        self._key = secrets.token_bytes(32)
+        self._user_id = str(uuid.uuid4())
+        self._lock = threading.Lock()
+        self._access: dict[str, str] = {}  # jti -> "valid" | "revoked" | "expired"
+        self._refresh: dict[str, _Grant] = {}
+
+    def handle(
+        self, query: dict[str, str], content_type: str | None, body: bytes
+    ) -> tuple[Reply, str]:
+        """Answer POST /oauth/token.
+
+        Returns:
+            The reply and the outcome: "password", "refresh" or "rejected".
+        """
+        form = parse_form(content_type, body)
+        if form is None:
+            description = "body must be application/x-www-form-urlencoded UTF-8"
+            return _oauth_error(400, "invalid_request", description), "rejected"
+        partner_id = query.get("partnerId")
+        if partner_id is not None and partner_id != self.partner_id:
+            description = f"partnerId {partner_id} does not match the partner of this client"
+            return _oauth_error(400, "invalid_request", description), "rejected"
+        # RFC 6749 §3.2: parameters must not repeat; an empty one counts as absent.
+        for name, values in form.items():
+            if len(values) > 1:
+                return _oauth_error(
+                    400, "invalid_request", f"parameter {name} is repeated"
+                ), "rejected"
+        fields = {name: values[0] for name, values in form.items() if values[0]}
+        for name in ("grant_type", "client_id"):
+            if name not in fields:
+                return _oauth_error(
+                    400, "invalid_request", f"missing parameter: {name}"
+                ), "rejected"
+        if not hmac.compare_digest(fields["client_id"].encode(), self.client_id.encode()):
+            return _oauth_error(401, "invalid_client", "unknown client_id"), "rejected"
+        grant_type = fields["grant_type"]
+        if grant_type == "password":
+            return self._password_grant(fields)
+        if grant_type == "refresh_token":
+            return self._refresh_grant(fields)
+        description = f"grant_type {grant_type} is not supported"
+        return _oauth_error(400, "unsupported_grant_type", description), "rejected"
+
+    def _password_grant(self, fields: dict[str, str]) -> tuple[Reply, str]:
+        for name in ("email", "password"):
+            if name not in fields:
+                return _oauth_error(
+                    400, "invalid_request", f"missing parameter: {name}"
+                ), "rejected"
+        email_ok = fields["email"].casefold() == self.email.casefold()
+        password_ok = hmac.compare_digest(fields["password"].encode(), self.password.encode())
+        if not (email_ok and password_ok):
+            return _oauth_error(400, "invalid_grant", "invalid username or password"), "rejected"
+        grant = _Grant(fields["client_id"], int(self._clock()))
+        return _token_reply(self._issue(grant, None)), "password"
+
+    def _refresh_grant(self, fields: dict[str, str]) -> tuple[Reply, str]:
+        if "refresh_token" not in fields:
+            return _oauth_error(
+                400, "invalid_request", "missing parameter: refresh_token"
+            ), "rejected"
+        refresh_token = fields["refresh_token"]
+        with self._lock:
+            grant = self._refresh.get(refresh_token)
+            if grant is None or grant.client_id != fields["client_id"]:
+                return _oauth_error(
+                    400, "invalid_grant", "invalid or revoked refresh token"
+                ), "rejected"
+            if self.rotate_refresh_tokens:
+                del self._refresh[refresh_token]
+                refresh_token = ""
+        return _token_reply(self._issue(grant, refresh_token or None)), "refresh"
+
+    def _issue(self, grant: _Grant, refresh_token: str | None) -> dict[str, object]:
+        """A registered access token (and refresh token) in the quick start's response shape."""
+        response = self.sample_response(grant)
+        jti = self._claims(str(response["access_token"]))["jti"]
+        with self._lock:
+            self._access[str(jti)] = "valid"
+            if self.issue_refresh_tokens:
+                refresh_token = refresh_token or secrets.token_hex(32).upper()
+                self._refresh[refresh_token] = grant
+                response["refresh_token"] = refresh_token
+                response["scope"] = response.pop("scope")  # keep the quick start's key order
+        return response
+
+    def sample_response(self, grant: _Grant | None = None) -> dict[str, object]:
+        """A well-formed token response whose access token was never registered, so is refused."""
+        grant = grant or _Grant(self.client_id, int(self._clock()))
+        now = int(self._clock())
+        claims: dict[str, object] = {
+            "nbf": now,
+            "exp": now + self.lifetime_seconds,
+            "iss": self.issuer,
+            "aud": AUDIENCE,
+            "client_id": grant.client_id,
+            "sub": self._user_id,
+            "auth_time": grant.auth_time,
+            "idp": "local",
+            "userId": self._user_id,
+            "partnerId": self.partner_id,
+            "role": "User",
+            "jti": secrets.token_hex(16).upper(),
+            "iat": now,
+            "scope": CLAIM_SCOPES,
+            "amr": ["pwd"],
+        }
+        signing_input = f"{_b64encode(_compact(JWT_HEADER))}.{_b64encode(_compact(claims))}"
+        signature = hmac.new(self._key, signing_input.encode("ascii"), hashlib.sha256).digest()
+        scope = "comm100 offline_access" if self.issue_refresh_tokens else "comm100"
+        return {
+            "access_token": f"{signing_input}.{_b64encode(signature)}",
+            "expires_in": self.lifetime_seconds,
+            "token_type": "Bearer",
+            "scope": scope,
+        }
+
+    def check_bearer(self, authorization: str | None) -> str | None:
+        """Why the Authorization header does not grant access, or None when it does."""
+        if not authorization:
+            return "missing bearer token"
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return "authorization scheme must be Bearer"
+        try:
+            claims = self._claims(token.strip())
+        except ValueError as exc:
+            return str(exc)
+        jti, exp = claims.get("jti"), claims.get("exp")
+        with self._lock:
+            state = self._access.get(jti) if isinstance(jti, str) else None
+        if state is None:
+            return "unknown access token"
+        if state == "revoked":
+            return "access token revoked"
+        if state == "expired" or not isinstance(exp, int) or exp <= self._clock():
+            return "access token expired"
+        return None
+
+    def _claims(self, token: str) -> dict[str, object]:
+        """The verified payload of one of our JWTs; ValueError says what is wrong with it."""
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise ValueError("malformed access token")
+        try:
+            header = json.loads(_b64decode(parts[0]))
+            claims = json.loads(_b64decode(parts[1]))
+            signature = _b64decode(parts[2])
+        except ValueError as exc:  # bad base64, bad UTF-8 and bad JSON are all ValueErrors
+            raise ValueError("malformed access token") from exc
+        if header != JWT_HEADER or not isinstance(claims, dict):
+            raise ValueError("malformed access token")
+        signing_input = f"{parts[0]}.{parts[1]}".encode("ascii", "replace")
+        expected = hmac.new(self._key, signing_input, hashlib.sha256).digest()
+        if not hmac.compare_digest(signature, expected):
+            raise ValueError("invalid token signature")
+        return claims
+
+    def revoke_access(self) -> None:
+        self._mark_access("revoked")
+
+    def expire_access(self) -> None:
+        self._mark_access("expired")
+
+    def _mark_access(self, state: str) -> None:
+        with self._lock:
+            for jti in self._access:
+                self._access[jti] = state
+
+    def revoke_refresh(self) -> None:
+        with self._lock:
+            self._refresh.clear()
+
+
+def _token_reply(response: dict[str, object]) -> Reply:
+    return json_reply(200, response, content_type=JSON, headers=NO_STORE)
+
+
+def _oauth_error(status: int, error: str, description: str) -> Reply:
+    return error_reply(status, error, description, content_type=JSON, headers=NO_STORE)

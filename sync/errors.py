@@ -1,0 +1,106 @@
+"""The exception tree of comm100-sync, and the process exit code each failure maps to.
+
+    SyncError                  exit 1 unless a subclass says otherwise
+    ├── ConfigError            settings invalid; nothing contacted; exit 78
+    ├── RemoteError            the Partner API did not give us a usable answer
+    │   ├── AuthError          token endpoint refused us (400/401), or a second 401; exit 77
+    │   ├── UnavailableError   5xx / 429 / timeout / connection error, retries used up; exit 75
+    │   ├── RejectedError      any other 4xx (never retried); exit 65
+    │   └── PayloadError       body is not a valid platform list (or token response); exit 65
+    ├── SafetyLimitError       would soft-delete more than SYNC_MAX_DELETE_FRACTION; exit 65
+    ├── StoreError             database failure (down, locked, full); exit 75
+    └── InterruptedCycleError  SIGTERM/SIGINT arrived mid-cycle; rolled back; exit 75
+
+Messages are built from structured attributes and never carry a password, a token or a request body.
+"""
+
+from __future__ import annotations
+
+# sysexits.h: the codes a Kubernetes podFailurePolicy or a systemd unit can act on.
+EX_OK = 0
+EX_INTERNAL = 1
+EX_DATAERR = 65
+EX_TEMPFAIL = 75
+EX_NOPERM = 77
+EX_CONFIG = 78
+
+
+class SyncError(Exception):
+    """Base of every failure the job expects and reports without a traceback."""
+
+    exit_code = EX_INTERNAL
+
+
+class ConfigError(SyncError):
+    """The settings are missing or invalid; raised before anything is contacted."""
+
+    exit_code = EX_CONFIG
+
+
+class RemoteError(SyncError):
+    """The Partner API did not give a usable answer.
+
+    Attributes:
+        endpoint: path of the URL that failed (no query string, so no credentials).
+        status: HTTP status, when a response arrived.
+    """
+
+    exit_code = EX_DATAERR
+
+    def __init__(self, message: str, *, endpoint: str = "", status: int | None = None) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.status = status
+
+
+class AuthError(RemoteError):
+    """The token endpoint refused our credentials, or the API refused a fresh token."""
+
+    exit_code = EX_NOPERM
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str = "",
+        status: int | None = None,
+        oauth_error: str | None = None,
+    ) -> None:
+        super().__init__(message, endpoint=endpoint, status=status)
+        self.oauth_error = oauth_error
+
+
+class UnavailableError(RemoteError):
+    """Transient failure (5xx, 429, timeout, connection error) after the retries were used up."""
+
+    exit_code = EX_TEMPFAIL
+
+
+class RejectedError(RemoteError):
+    """A 4xx other than 401/429: retrying the same request cannot help."""
+
+    exit_code = EX_DATAERR
+
+
+class PayloadError(RemoteError):
+    """The body is not what the contract promises (not JSON, not a list of platforms, ...)."""
+
+    exit_code = EX_DATAERR
+
+
+class SafetyLimitError(SyncError):
+    """The cycle would soft-delete more rows than SYNC_MAX_DELETE_FRACTION allows."""
+
+    exit_code = EX_DATAERR
+
+
+class StoreError(SyncError):
+    """The database failed: unreachable, locked, full, or a statement error."""
+
+    exit_code = EX_TEMPFAIL
+
+
+class InterruptedCycleError(SyncError):
+    """A stop signal arrived during a cycle; its transaction was rolled back."""
+
+    exit_code = EX_TEMPFAIL

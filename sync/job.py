@@ -1,0 +1,170 @@
+"""One sync cycle: token → partner lock → fetch → diff and write in one transaction → RunResult."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy.engine import Engine
+
+from sync import store
+from sync.client import PartnerClient
+from sync.errors import EX_INTERNAL, EX_OK, StoreError, SyncError
+from sync.logs import run_context
+from sync.resources import PLATFORMS, Resource
+from sync.retry import Deadline
+from sync.store.snapshot import counts_of
+
+log = logging.getLogger(__name__)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class RunResult:
+    """What a cycle did. `status` is success, skipped or failed, as in sync_runs."""
+
+    status: str
+    run_id: int | None
+    partner_id: str
+    resource: str
+    duration_seconds: float
+    counts: dict[str, int] = field(default_factory=dict)
+    error: BaseException | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.error is None:
+            return EX_OK
+        return self.error.exit_code if isinstance(self.error, SyncError) else EX_INTERNAL
+
+    @property
+    def changes(self) -> int:
+        return sum(self.counts.get(k, 0) for k in ("inserted", "updated", "deleted", "restored"))
+
+
+@dataclass(frozen=True)
+class CycleOptions:
+    max_delete_fraction: float = 0.5
+    cycle_timeout_seconds: float = 300.0
+    lock_wait_seconds: float = 5.0
+
+
+def lock_name(resource: Resource, partner_id: str) -> str:
+    return f"comm100-sync:{resource.name}:{partner_id}"
+
+
+def run_once(
+    engine: Engine,
+    client: PartnerClient,
+    options: CycleOptions,
+    *,
+    resource: Resource = PLATFORMS,
+    now: Callable[[], datetime] = utc_now,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> RunResult:
+    """Run one cycle and record it in sync_runs; never raises for an expected failure.
+
+    The token comes first because it names the partner (its `partnerId` claim) whose lock and
+    rows the cycle works on. The lock is held across the fetch, so a second process either
+    waits a little or records 'skipped', and any 'running' row it finds is a dead process's.
+    """
+    started_at, t0 = now(), monotonic()
+    deadline = Deadline(options.cycle_timeout_seconds, monotonic)
+    partner_id = client.tokens.partner_id
+    run_id: int | None = None
+    recorded = False
+
+    def result(
+        status: str, error: BaseException | None = None, counts: dict[str, int] | None = None
+    ) -> RunResult:
+        return RunResult(
+            status, run_id, partner_id, resource.name, monotonic() - t0, counts or {}, error
+        )
+
+    def record_failure(error: BaseException) -> None:
+        nonlocal recorded
+        if recorded:
+            return
+        recorded = True
+        text = (
+            str(error)
+            if isinstance(error, SyncError)
+            else f"internal error: {type(error).__name__}"
+        )
+        try:
+            if run_id is None:
+                store.record_run(
+                    engine,
+                    resource=resource.name,
+                    partner_id=partner_id,
+                    status="failed",
+                    started_at=started_at,
+                    now=now(),
+                    error=text,
+                )
+            else:
+                store.finish_run_now(
+                    engine, run_id, status="failed", now=now(), partner_id=partner_id, error=text
+                )
+        except StoreError as store_error:
+            log.warning("could not record the failed run: %s", store_error)
+
+    try:
+        client.tokens.token(deadline)
+        partner_id = client.tokens.partner_id
+        with store.named_lock(
+            engine, lock_name(resource, partner_id), options.lock_wait_seconds
+        ) as held:
+            if not held:
+                run_id = store.record_run(
+                    engine,
+                    resource=resource.name,
+                    partner_id=partner_id,
+                    status="skipped",
+                    started_at=started_at,
+                    now=now(),
+                    error=None,
+                )
+                log.info(
+                    "another process is syncing %s for partner %r; skipped",
+                    resource.name,
+                    partner_id,
+                )
+                return result("skipped")
+            try:
+                abandoned = store.fail_abandoned_runs(
+                    engine, resource=resource.name, partner_id=partner_id, now=now()
+                )
+                if abandoned:
+                    log.warning("marked %d abandoned run(s) as failed", abandoned)
+                run_id = store.start_run(
+                    engine, resource=resource.name, partner_id=partner_id, now=started_at
+                )
+                with run_context(run_id):
+                    records = client.fetch(resource.path, resource.parse, deadline)
+                    plan = store.apply_snapshot(
+                        engine,
+                        resource,
+                        run_id=run_id,
+                        partner_id=partner_id,
+                        records=records,
+                        now=now(),
+                        max_delete_fraction=options.max_delete_fraction,
+                    )
+                return result("success", counts=counts_of(plan, fetched=len(records)))
+            except BaseException as error:
+                # Close the run row while still holding the lock, so nobody sees it 'running'.
+                record_failure(error)
+                raise
+    except SyncError as error:
+        record_failure(error)
+        return result("failed", error)
+    except BaseException as error:
+        record_failure(error)
+        raise

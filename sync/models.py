@@ -1,0 +1,180 @@
+"""Payload contracts: the platform list and the token response, validated with pydantic.
+
+Pure functions: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
+
+from sync.errors import PayloadError
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# A JSON-escaped NUL not preceded by an escaping backslash: PostgreSQL text and jsonb refuse it.
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+class _PlatformItem(TypedDict):
+    __pydantic_config__ = ConfigDict(extra="allow", strict=True)  # type: ignore[misc]
+    id: Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX)]
+    name: StrictStr
+
+
+_PLATFORM_LIST = TypeAdapter(list[_PlatformItem])
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One object of a list resource as received, with its canonical form and content hash."""
+
+    key: int
+    raw: dict[str, Any]
+    canonical: str
+    digest: str
+
+    @property
+    def name(self) -> str:
+        return str(self.raw.get("name", ""))
+
+
+def canonical_json(obj: Any) -> str:
+    """Sorted keys, no whitespace, UTF-8 text: equal objects give equal strings."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def content_digest(canonical: str) -> str:
+    """128-bit BLAKE2b of the canonical JSON: lets a cycle compare rows without decoding them."""
+    return hashlib.blake2b(canonical.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def decode_json(body: bytes, what: str) -> Any:
+    """Strict UTF-8, strict JSON (no NaN/Infinity); PayloadError with one line otherwise."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadError(f"{what} is not valid UTF-8 (byte offset {exc.start})") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        detail = str(exc).splitlines()[0][:120]
+        raise PayloadError(f"{what} is not valid JSON: {detail}") from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    errors = exc.errors(include_input=False, include_url=False)
+    first = errors[0]
+    loc = first.get("loc", ())
+    where = f"item {loc[0]}" if loc and isinstance(loc[0], int) else "the list"
+    field = ".".join(str(p) for p in loc[1:])
+    text = f"{where}: {field}: {first['msg']}" if field else f"{where}: {first['msg']}"
+    if len(errors) > 1:
+        text += f" (and {len(errors) - 1} more)"
+    return text
+
+
+def parse_platform_list(body: bytes) -> list[Record]:
+    """Validate a platform-list body and return one Record per distinct platform, in API order.
+
+    Raises:
+        PayloadError: not UTF-8 or JSON, not an array of objects with an integer `id` and a
+            string `name`, a NUL or lone surrogate anywhere, or duplicate ids that differ.
+    """
+    data = decode_json(body, "platform list")
+    if not isinstance(data, list):
+        raise PayloadError(
+            f"invalid platform list: expected a JSON array, got {type(data).__name__}"
+        )
+    try:
+        items = _PLATFORM_LIST.validate_python(data)
+    except ValidationError as exc:
+        raise PayloadError(f"invalid platform list: {_first_error(exc)}") from None
+    records: dict[int, Record] = {}
+    for index, item in enumerate(items):
+        raw: dict[str, Any] = dict(item)
+        canonical = canonical_json(raw)
+        try:
+            digest = content_digest(canonical)
+        except UnicodeEncodeError:
+            raise PayloadError(
+                f"invalid platform list: item {index}: contains a lone UTF-16 surrogate"
+            ) from None
+        if _ESCAPED_NUL.search(canonical):
+            raise PayloadError(f"invalid platform list: item {index}: contains a NUL character")
+        key = raw["id"]
+        seen = records.get(key)
+        if seen is None:
+            records[key] = Record(key, raw, canonical, digest)
+        elif seen.digest != digest:
+            raise PayloadError(
+                f"invalid platform list: id {key} appears twice with different content"
+            )
+    return list(records.values())
+
+
+@dataclass(frozen=True, slots=True)
+class TokenGrant:
+    """A token endpoint's answer. `repr` hides the secrets."""
+
+    access_token: str
+    token_type: str
+    expires_in: float | None
+    refresh_token: str | None
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenGrant(token_type={self.token_type!r}, expires_in={self.expires_in!r}, "
+            f"refresh_token={'***' if self.refresh_token else None})"
+        )
+
+
+def parse_token_response(body: bytes) -> TokenGrant:
+    """Validate an RFC 6749 §5.1 token response; only Bearer tokens are usable."""
+    data = decode_json(body, "token response")
+    if not isinstance(data, dict):
+        raise PayloadError("invalid token response: expected a JSON object")
+    access = data.get("access_token")
+    if not isinstance(access, str) or not access:
+        raise PayloadError("invalid token response: access_token missing or not a string")
+    token_type = data.get("token_type")
+    if not isinstance(token_type, str) or token_type.lower() != "bearer":
+        shown = token_type if isinstance(token_type, str) else type(token_type).__name__
+        raise PayloadError(f"invalid token response: token_type {shown[:20]!r} is not Bearer")
+    expires_in = data.get("expires_in")
+    if isinstance(expires_in, str) and expires_in.isdigit():
+        expires_in = int(expires_in)  # some servers quote it
+    if expires_in is not None and (
+        isinstance(expires_in, bool) or not isinstance(expires_in, int | float) or expires_in <= 0
+    ):
+        raise PayloadError("invalid token response: expires_in is not a positive number")
+    refresh = data.get("refresh_token")
+    if refresh is not None and (not isinstance(refresh, str) or not refresh):
+        raise PayloadError("invalid token response: refresh_token is not a string")
+    return TokenGrant(access, token_type, float(expires_in) if expires_in else None, refresh)
+
+
+def partner_id_claim(access_token: str) -> str | None:
+    """The `partnerId` claim of a JWT access token, read without verification (naming only)."""
+    parts = access_token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+    claim = payload.get("partnerId") if isinstance(payload, dict) else None
+    if isinstance(claim, int | str) and not isinstance(claim, bool) and str(claim).strip():
+        return str(claim).strip()[:64]
+    return None

@@ -1,0 +1,65 @@
+"""The pure diff: stored rows + fetched records → what to insert, update, delete and restore.
+
+No I/O and no clock; the store executes the plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from sync.errors import SafetyLimitError
+from sync.models import Record
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRow:
+    digest: str
+    live: bool
+
+
+@dataclass
+class Plan:
+    inserts: list[Record] = field(default_factory=list)
+    updates: list[Record] = field(default_factory=list)
+    restores: list[Record] = field(default_factory=list)
+    deletes: list[int] = field(default_factory=list)
+    unchanged: int = 0
+    live_before: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.inserts or self.updates or self.restores or self.deletes)
+
+
+def plan_changes(stored: Mapping[int, StoredRow], fetched: Iterable[Record]) -> Plan:
+    """Compare by content hash: equal hashes mean equal canonical JSON, so the row is unchanged."""
+    plan = Plan(live_before=sum(1 for row in stored.values() if row.live))
+    seen: set[int] = set()
+    for record in fetched:
+        seen.add(record.key)
+        row = stored.get(record.key)
+        if row is None:
+            plan.inserts.append(record)
+        elif not row.live:
+            plan.restores.append(record)
+        elif row.digest != record.digest:
+            plan.updates.append(record)
+        else:
+            plan.unchanged += 1
+    plan.deletes = [key for key, row in stored.items() if row.live and key not in seen]
+    return plan
+
+
+def check_delete_fraction(plan: Plan, max_fraction: float) -> None:
+    """Refuse a plan that soft-deletes more than `max_fraction` of the live rows (1.0 = off).
+
+    An empty or truncated answer from the API must not wipe a dashboard.
+    """
+    if max_fraction >= 1.0 or not plan.deletes:
+        return
+    if len(plan.deletes) > max_fraction * plan.live_before:
+        raise SafetyLimitError(
+            f"refusing to soft-delete {len(plan.deletes)} of {plan.live_before} live rows "
+            f"(more than SYNC_MAX_DELETE_FRACTION={max_fraction:g}); nothing was written"
+        )

@@ -1,0 +1,49 @@
+"""Declarations of the list resources the job syncs: where each lives in the API and in SQL.
+
+A new list (sites, products) is a declaration here plus a migration for its tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from sync import schema
+from sync.models import Record, parse_platform_list
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One Partner API list mirrored into one table plus its audit table.
+
+    Attributes:
+        name: value of sync_runs.resource.
+        path: API path under SYNC_API_URL.
+        parse: body → validated records (raises PayloadError).
+        table: live rows; primary key (partner_id, id); columns raw, raw_hash, first_seen_at,
+            updated_at, deleted_at, plus the typed columns that `columns` fills.
+        audit: change rows; `audit_key` names the column holding the record's id.
+        columns: record → typed columns besides the common ones.
+    """
+
+    name: str
+    path: str
+    parse: Callable[[bytes], list[Record]]
+    table: sa.Table
+    audit: sa.Table
+    audit_key: str
+    columns: Callable[[Record], dict[str, Any]]
+
+
+PLATFORMS = Resource(
+    name="platforms",
+    path="/global/platforms",
+    parse=parse_platform_list,
+    table=schema.platforms,
+    audit=schema.platform_audit,
+    audit_key="platform_id",
+    columns=lambda record: {"name": record.raw["name"]},
+)

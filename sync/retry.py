@@ -1,0 +1,131 @@
+"""Which HTTP failures are retried, and how long to wait: one decision function, no I/O.
+
+The clock and the random source come in as arguments, so tests drive time by hand.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from enum import Enum
+
+BACKOFF_BASE_SECONDS = 0.5
+BACKOFF_MAX_SECONDS = 30.0
+# A server asking for more than this is treated as "not today": fail fast, never sleep for hours.
+RETRY_AFTER_CAP_SECONDS = 60.0
+
+
+class Failure(Enum):
+    """What went wrong with one attempt, as far as retrying is concerned."""
+
+    CONNECT = "connect"  # nothing was sent: refused, DNS, connect timeout
+    SEND_OR_READ = (
+        "read"  # the request may have reached the server: reset, read timeout, truncation
+    )
+    SERVER = "server"  # 5xx
+    RATE_LIMITED = "rate_limited"  # 429
+    CLIENT = "client"  # other 4xx
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    retries: int = 3
+    base_seconds: float = BACKOFF_BASE_SECONDS
+    max_seconds: float = BACKOFF_MAX_SECONDS
+    retry_after_cap_seconds: float = RETRY_AFTER_CAP_SECONDS
+
+
+@dataclass(frozen=True)
+class Decision:
+    retry: bool
+    delay_seconds: float = 0.0
+    reason: str = ""
+
+
+class Deadline:
+    """A point on a monotonic clock that a whole cycle must finish by.
+
+    `cancelled` (e.g. a stop event's is_set) ends it early: a service that is shutting down
+    stops retrying and waiting at once.
+    """
+
+    def __init__(
+        self,
+        seconds: float,
+        clock: Callable[[], float],
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self._clock = clock
+        self._at = clock() + seconds
+        self._cancelled = cancelled
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled()
+
+    def remaining(self) -> float:
+        if self._cancelled():
+            return 0.0
+        return max(0.0, self._at - self._clock())
+
+    def expired(self) -> bool:
+        return self.remaining() <= 0.0
+
+
+def parse_retry_after(value: str | None, now_epoch: float) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date); None if unusable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now_epoch)
+
+
+def backoff_seconds(attempt: int, policy: RetryPolicy, rng: random.Random) -> float:
+    """Exponential backoff with full jitter (attempt counts from 1)."""
+    ceiling = min(policy.max_seconds, policy.base_seconds * 2 ** (attempt - 1))
+    return rng.uniform(0, ceiling)
+
+
+def decide(
+    failure: Failure,
+    *,
+    attempt: int,
+    policy: RetryPolicy,
+    idempotent: bool,
+    remaining_seconds: float,
+    retry_after_seconds: float | None,
+    rng: random.Random,
+) -> Decision:
+    """Whether attempt number `attempt` (from 1) that failed with `failure` gets another go."""
+    # Other 4xx: the same request will get the same answer.
+    if failure is Failure.CLIENT:
+        return Decision(False, reason="client error")
+    # A POST that may have reached the server is not repeated (the token endpoint may count it).
+    if failure is Failure.SEND_OR_READ and not idempotent:
+        return Decision(False, reason="request may have been processed")
+    if attempt > policy.retries:
+        return Decision(False, reason=f"gave up after {attempt} attempts")
+    delay = backoff_seconds(attempt, policy, rng)
+    # 429/503 may say when to come back: honour it when it is reasonable, else stop asking.
+    if retry_after_seconds is not None and failure in (Failure.RATE_LIMITED, Failure.SERVER):
+        if retry_after_seconds > policy.retry_after_cap_seconds:
+            return Decision(
+                False,
+                reason=f"server asked to wait {retry_after_seconds:.0f}s (cap "
+                f"{policy.retry_after_cap_seconds:.0f}s)",
+            )
+        delay = max(delay, retry_after_seconds)
+    # Never sleep past the cycle's deadline: the next cycle will try again.
+    if delay >= remaining_seconds:
+        return Decision(False, reason="cycle deadline reached")
+    return Decision(True, delay_seconds=delay)

@@ -1,0 +1,127 @@
+"""Tables, the one definition both the store and migrations/env.py use.
+
+Table and column names are a public interface: BI dashboards query them directly.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql
+from sqlalchemy.engine import Dialect
+
+# The Alembic revision this package's code expects. Comparing it with alembic_version lets
+# `once` skip loading Alembic when the schema is already current (tests keep it at head).
+SCHEMA_REVISION = "0001"
+
+ACTIONS = ("insert", "update", "delete", "restore")
+RUN_STATUSES = ("running", "success", "failed", "skipped")
+PARTNER_ID_LENGTH = 64
+ERROR_TEXT_LENGTH = 2000
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware UTC in Python on every dialect.
+
+    PostgreSQL stores `timestamptz`; SQLite and MariaDB have no zone, so they store UTC wall
+    time (MariaDB as DATETIME(6)) and values come back tagged UTC.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(sa.DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def json_type() -> sa.types.TypeEngine[Any]:
+    """JSON everywhere; jsonb on PostgreSQL so dashboards can index and query into it."""
+    # none_as_null: Python None is SQL NULL (an insert's old_values), never the JSON 'null'.
+    return sa.JSON(none_as_null=True).with_variant(
+        postgresql.JSONB(none_as_null=True), "postgresql"
+    )
+
+
+def id_type() -> sa.types.TypeEngine[int]:
+    """64-bit surrogate keys; INTEGER on SQLite so the column is the rowid alias."""
+    return sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+sync_runs = sa.Table(
+    "sync_runs",
+    metadata,
+    sa.Column("id", id_type(), primary_key=True, autoincrement=True),
+    sa.Column("resource", sa.String(64), nullable=False),
+    sa.Column("partner_id", sa.String(PARTNER_ID_LENGTH), nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("finished_at", UTCDateTime(), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("fetched", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("inserted", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("updated", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("deleted", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("restored", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("unchanged", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.CheckConstraint("status IN ('running', 'success', 'failed', 'skipped')", name="status"),
+    sa.Index(None, "resource", "partner_id", "started_at"),
+    sa.Index(None, "status"),
+)
+
+platforms = sa.Table(
+    "platforms",
+    metadata,
+    sa.Column("partner_id", sa.String(PARTNER_ID_LENGTH), primary_key=True),
+    sa.Column("id", sa.BigInteger(), primary_key=True, autoincrement=False),
+    sa.Column("name", sa.Text(), nullable=False),
+    sa.Column("raw", json_type(), nullable=False),
+    # BLAKE2b-128 of the canonical JSON of `raw`: a cycle compares hashes, not documents.
+    sa.Column("raw_hash", sa.String(32), nullable=False),
+    sa.Column("first_seen_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("deleted_at", UTCDateTime(), nullable=True),
+)
+
+platform_audit = sa.Table(
+    "platform_audit",
+    metadata,
+    sa.Column("id", id_type(), primary_key=True, autoincrement=True),
+    sa.Column("run_id", id_type(), sa.ForeignKey("sync_runs.id"), nullable=False),
+    sa.Column("partner_id", sa.String(PARTNER_ID_LENGTH), nullable=False),
+    sa.Column("platform_id", sa.BigInteger(), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("old_values", json_type(), nullable=True),
+    sa.Column("new_values", json_type(), nullable=True),
+    sa.Column("changed_at", UTCDateTime(), nullable=False),
+    sa.CheckConstraint("action IN ('insert', 'update', 'delete', 'restore')", name="action"),
+    sa.Index(None, "partner_id", "platform_id", "changed_at"),
+    sa.Index(None, "run_id"),
+    sa.Index(None, "changed_at"),
+)

@@ -1,0 +1,202 @@
+"""Settings from the environment, a `.env` file and a secrets directory (pydantic-settings).
+
+Only the CLI builds these; every other module receives plain values.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sync.errors import ConfigError
+
+ENV_PREFIX = "SYNC_"
+DEFAULT_AUTH_URL = "https://partner.comm100.io/oauth/token"
+DEFAULT_API_URL = "https://partnerapi.comm100.io/v4"
+DEFAULT_DATABASE_URL = "sqlite:///comm100_sync.db"
+# Where Kubernetes Secrets are mounted when the operator follows deploy/; systemd's
+# LoadCredential= directory is used when the unit sets one.
+DEFAULT_SECRETS_DIR = "/run/secrets/comm100-sync"
+
+# Drivers the project installs; a bare scheme picks them so users can paste ordinary URLs.
+_DRIVER_FOR_SCHEME = {
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+}
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for localhost, 127.0.0.0/8 and ::1: the only hosts plain http:// may reach."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def normalise_database_url(url: str) -> str:
+    """Give bare `postgresql://` / `mysql://` URLs the driver this project ships."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError("not a URL (expected e.g. postgresql://user@host/db)")
+    return f"{_DRIVER_FOR_SCHEME.get(scheme.lower(), scheme)}://{rest}"
+
+
+class DatabaseSettings(BaseSettings):
+    """What every command needs: where the database is and how to log."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    database_url: str = DEFAULT_DATABASE_URL
+    auto_migrate: bool = True
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Short on purpose: a cycle that loses the race is recorded as skipped rather than queued.
+    lock_wait_seconds: float = Field(default=5.0, ge=0, le=600)
+    interval_seconds: float = Field(default=300.0, gt=0)
+    # Unset: 3 x the interval. `status` and /healthz call older successes stale.
+    health_max_age_seconds: float | None = Field(default=None, gt=0)
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _case_insensitive(cls, value: Any, info: Any) -> Any:
+        if isinstance(value, str):
+            return value.upper() if info.field_name == "log_level" else value.lower()
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        return normalise_database_url(value.strip())
+
+    @property
+    def health_max_age(self) -> float:
+        return self.health_max_age_seconds or 3 * self.interval_seconds
+
+    @property
+    def database_url_for_display(self) -> str:
+        """The database URL with any password masked, for logs and status output."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.database_url).render_as_string(hide_password=True)
+
+
+class Settings(DatabaseSettings):
+    """Everything `once` and `run` need: credentials, endpoints, limits."""
+
+    client_id: str = Field(min_length=1)
+    email: str = Field(min_length=1)
+    password: SecretStr
+    partner_id: str | None = None
+    auth_url: str = DEFAULT_AUTH_URL
+    api_url: str = DEFAULT_API_URL
+    http_timeout_seconds: float = Field(default=30.0, gt=0)
+    http_retries: int = Field(default=3, ge=0, le=20)
+    cycle_timeout_seconds: float = Field(default=300.0, gt=0)
+    max_delete_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
+    max_response_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    allow_insecure_http: bool = False
+
+    @field_validator("password")
+    @classmethod
+    def _password_not_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("partner_id")
+    @classmethod
+    def _blank_partner_is_unset(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+    @field_validator("auth_url", "api_url")
+    @classmethod
+    def _url_shape(cls, value: str) -> str:
+        value = value.strip()
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL with a host")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _https_unless_loopback(self) -> Settings:
+        for name in ("auth_url", "api_url"):
+            parts = urlsplit(getattr(self, name))
+            if (
+                parts.scheme == "http"
+                and not self.allow_insecure_http
+                and not is_loopback_host(parts.hostname or "")
+            ):
+                raise ValueError(
+                    f"{ENV_PREFIX}{name.upper()}: http:// is only allowed for loopback hosts; "
+                    f"use https:// or set {ENV_PREFIX}ALLOW_INSECURE_HTTP=true"
+                )
+        return self
+
+    @property
+    def platforms_url(self) -> str:
+        return f"{self.api_url}/global/platforms"
+
+
+def _secrets_dir() -> str | None:
+    for candidate in (
+        os.environ.get(f"{ENV_PREFIX}SECRETS_DIR"),
+        os.environ.get("CREDENTIALS_DIRECTORY"),
+        DEFAULT_SECRETS_DIR,
+    ):
+        if candidate and Path(candidate).is_dir():
+            return candidate
+    return None
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line naming each bad variable; never the value (it may be a password)."""
+    problems = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = err.get("loc") or ()
+        msg = str(err.get("msg", "invalid"))
+        if loc:
+            name = f"{ENV_PREFIX}{str(loc[0]).upper()}"
+            if err.get("type") == "missing":
+                msg = "is required"
+            problems.append(f"{name}: {msg}")
+        else:
+            problems.append(msg.removeprefix("Value error, "))
+    return "invalid settings: " + "; ".join(problems)
+
+
+def load(kind: type[DatabaseSettings] = Settings, **overrides: Any) -> Any:
+    """Build settings of `kind` or raise ConfigError with a one-line message.
+
+    `.env` is read from the working directory, or from SYNC_ENV_FILE when set; secrets from
+    SYNC_SECRETS_DIR, $CREDENTIALS_DIRECTORY (systemd) or /run/secrets/comm100-sync.
+    """
+    env_file = os.environ.get(f"{ENV_PREFIX}ENV_FILE", ".env")
+    if env_file and env_file != ".env" and not Path(env_file).is_file():
+        raise ConfigError(f"invalid settings: {ENV_PREFIX}ENV_FILE: no such file: {env_file}")
+    try:
+        return kind(  # type: ignore[call-arg]
+            _env_file=env_file or None, _secrets_dir=_secrets_dir(), **overrides
+        )
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"invalid settings: cannot read .env or secrets: {exc}") from None

@@ -1,0 +1,29 @@
+"""Reads and writes the synced tables, the audit trail and sync_runs; never the HTTP side."""
+
+from sync.store.engine import create_engine, describe_db_error, translate_errors
+from sync.store.locks import named_lock
+from sync.store.runs import (
+    fail_abandoned_runs,
+    finish_run_now,
+    last_success,
+    recent_runs,
+    record_run,
+    start_run,
+)
+from sync.store.schema_version import current_revision
+from sync.store.snapshot import apply_snapshot
+
+__all__ = [
+    "apply_snapshot",
+    "create_engine",
+    "current_revision",
+    "describe_db_error",
+    "fail_abandoned_runs",
+    "finish_run_now",
+    "last_success",
+    "named_lock",
+    "recent_runs",
+    "record_run",
+    "start_run",
+    "translate_errors",
+]

@@ -1,0 +1,93 @@
+"""Engines with per-dialect settings, and the translation of database errors into StoreError."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.engine import Engine
+
+from sync.errors import StoreError
+from sync.models import canonical_json
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_SECONDS = 10
+# Execution option naming how a SQLite transaction begins: IMMEDIATE takes the write lock
+# before the current rows are read.
+SQLITE_BEGIN = "sqlite_begin"
+
+
+def create_engine(url: str, *, lock_wait_seconds: float = 5.0, **kwargs: Any) -> Engine:
+    """An Engine for `url` tuned for this job: UTC sessions, bounded connect and lock waits."""
+    parsed = sa.engine.make_url(url)
+    backend = parsed.get_backend_name()
+    connect_args: dict[str, Any] = {}
+    options: dict[str, Any] = {"pool_pre_ping": True, "json_serializer": canonical_json}
+    if backend == "postgresql":
+        connect_args = {
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "application_name": "comm100-sync",
+            "options": "-c timezone=UTC",
+        }
+    elif backend in ("mysql", "mariadb"):
+        connect_args = {
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "charset": "utf8mb4",
+            "init_command": "SET time_zone = '+00:00'",
+        }
+    elif backend == "sqlite":
+        connect_args = {"timeout": lock_wait_seconds}
+    options.update(kwargs)
+    try:
+        engine = sa.create_engine(parsed, connect_args=connect_args, **options)
+    except (exc.ArgumentError, exc.NoSuchModuleError, ImportError) as error:
+        from sync.errors import ConfigError
+
+        raise ConfigError(f"invalid settings: SYNC_DATABASE_URL: {error}") from None
+    if backend == "sqlite":
+        _tune_sqlite(engine, lock_wait_seconds)
+    return engine
+
+
+def _tune_sqlite(engine: Engine, lock_wait_seconds: float) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event issue BEGIN, so a sync can ask for IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(lock_wait_seconds * 1000)}")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            if engine.url.database not in (None, "", ":memory:"):
+                # Readers (dashboards, `status`) never block the writer, nor it them.
+                cursor.execute("PRAGMA journal_mode = WAL")
+                cursor.execute("PRAGMA synchronous = NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        mode = conn.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def describe_db_error(error: BaseException) -> str:
+    """One line about a database failure: the driver's message, no SQL, no parameters."""
+    original = getattr(error, "orig", None) or error
+    text = " ".join(str(original).split())
+    kind = type(original).__name__
+    return f"database error ({kind}): {text[:300]}"
+
+
+@contextlib.contextmanager
+def translate_errors(action: str) -> Iterator[None]:
+    """Turn SQLAlchemy/DBAPI failures into StoreError naming what we were doing."""
+    try:
+        yield
+    except exc.SQLAlchemyError as error:
+        raise StoreError(f"{action}: {describe_db_error(error)}") from error

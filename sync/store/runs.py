@@ -1,0 +1,126 @@
+"""The sync_runs table: one row per cycle, from 'running' to success, failed or skipped."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from sync.schema import ERROR_TEXT_LENGTH, sync_runs
+from sync.store.engine import translate_errors
+
+ABANDONED_ERROR = "abandoned: the process running this cycle stopped before it finished"
+COUNT_COLUMNS = ("fetched", "inserted", "updated", "deleted", "restored", "unchanged")
+
+
+def start_run(engine: Engine, *, resource: str, partner_id: str, now: datetime) -> int:
+    """Insert and commit a 'running' row, so a killed process leaves a trace; returns its id."""
+    with translate_errors("recording the start of the run"), engine.begin() as conn:
+        result = conn.execute(
+            sa.insert(sync_runs).values(
+                resource=resource, partner_id=partner_id, started_at=now, status="running"
+            )
+        )
+        return _new_id(result)
+
+
+def finish_run(
+    conn: Connection,
+    run_id: int,
+    *,
+    status: str,
+    now: datetime,
+    partner_id: str | None = None,
+    counts: Mapping[str, int] | None = None,
+    error: str | None = None,
+) -> None:
+    """Close the run row inside the caller's transaction."""
+    values: dict[str, Any] = {"status": status, "finished_at": now, "error": _clip(error)}
+    if partner_id is not None:
+        values["partner_id"] = partner_id
+    if counts:
+        values.update({k: int(counts[k]) for k in COUNT_COLUMNS if k in counts})
+    conn.execute(sa.update(sync_runs).where(sync_runs.c.id == run_id).values(**values))
+
+
+def finish_run_now(engine: Engine, run_id: int, **kwargs: Any) -> None:
+    """finish_run in a transaction of its own (failures, skips)."""
+    with translate_errors("recording the end of the run"), engine.begin() as conn:
+        finish_run(conn, run_id, **kwargs)
+
+
+def record_run(
+    engine: Engine,
+    *,
+    resource: str,
+    partner_id: str,
+    status: str,
+    started_at: datetime,
+    now: datetime,
+    error: str | None = None,
+) -> int:
+    """Insert a run that is already over (skipped, or failed before it could start)."""
+    with translate_errors("recording the run"), engine.begin() as conn:
+        result = conn.execute(
+            sa.insert(sync_runs).values(
+                resource=resource,
+                partner_id=partner_id,
+                started_at=started_at,
+                finished_at=now,
+                status=status,
+                error=_clip(error),
+            )
+        )
+        return _new_id(result)
+
+
+def fail_abandoned_runs(engine: Engine, *, resource: str, partner_id: str, now: datetime) -> int:
+    """Mark 'running' rows of this partner and resource as failed.
+
+    Only called while holding the partner lock: no live process can own such a row.
+    """
+    with translate_errors("closing abandoned runs"), engine.begin() as conn:
+        result = conn.execute(
+            sa.update(sync_runs)
+            .where(
+                sync_runs.c.resource == resource,
+                sync_runs.c.partner_id == partner_id,
+                sync_runs.c.status == "running",
+            )
+            .values(status="failed", finished_at=now, error=ABANDONED_ERROR)
+        )
+        return int(result.rowcount or 0)
+
+
+def recent_runs(engine: Engine, limit: int = 10) -> list[dict[str, Any]]:
+    """The newest runs first."""
+    with translate_errors("reading sync_runs"), engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(sync_runs).order_by(sync_runs.c.id.desc()).limit(limit)
+        ).mappings()
+        return [dict(row) for row in rows]
+
+
+def last_success(engine: Engine, resource: str) -> datetime | None:
+    with translate_errors("reading sync_runs"), engine.connect() as conn:
+        value = conn.execute(
+            sa.select(sa.func.max(sync_runs.c.finished_at)).where(
+                sync_runs.c.resource == resource, sync_runs.c.status == "success"
+            )
+        ).scalar()
+    return value if isinstance(value, datetime) else None
+
+
+def _new_id(result: sa.CursorResult[Any]) -> int:
+    key = result.inserted_primary_key
+    assert key is not None  # an INSERT of one row always has one
+    return int(key[0])
+
+
+def _clip(error: str | None) -> str | None:
+    if error is None:
+        return None
+    return error if len(error) <= ERROR_TEXT_LENGTH else error[: ERROR_TEXT_LENGTH - 1] + "…"

@@ -1,0 +1,223 @@
+"""One HTTP exchange with retries: requests/urllib3 failures translated into our errors.
+
+Reads bodies with a size cap and checks the cycle deadline between reads, so a slow-drip
+server cannot hold a cycle past SYNC_CYCLE_TIMEOUT_SECONDS.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+import urllib3.exceptions
+
+from sync import __version__
+from sync.errors import InterruptedCycleError, PayloadError, UnavailableError
+from sync.retry import Deadline, Failure, RetryPolicy, decide, parse_retry_after
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"comm100-sync/{__version__}"
+READ_CHUNK_BYTES = 256 * 1024
+CONNECT_TIMEOUT_CAP_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class _AttemptFailed(Exception):
+    def __init__(self, failure: Failure, detail: str) -> None:
+        super().__init__(detail)
+        self.failure = failure
+        self.detail = detail
+
+
+def endpoint_of(url: str) -> str:
+    """Method-free label for messages: the URL path only (queries may carry ids)."""
+    return urlsplit(url).path or "/"
+
+
+def _classify(exc: Exception) -> _AttemptFailed:
+    """Map a requests/urllib3 exception to a retry category and a short, secret-free text."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        # Certificate problems do not heal by retrying; report them as such.
+        return _AttemptFailed(Failure.CLIENT, "TLS verification failed")
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return _AttemptFailed(Failure.CONNECT, "connect timeout")
+    if isinstance(exc, requests.exceptions.ReadTimeout | urllib3.exceptions.ReadTimeoutError):
+        return _AttemptFailed(Failure.SEND_OR_READ, "read timeout")
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        reason = exc.args[0] if exc.args else None
+        inner = getattr(reason, "reason", reason)
+        if isinstance(
+            inner, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError
+        ):
+            return _AttemptFailed(Failure.CONNECT, "connection failed")
+        return _AttemptFailed(Failure.SEND_OR_READ, "connection lost")
+    if isinstance(
+        exc,
+        requests.exceptions.ChunkedEncodingError
+        | requests.exceptions.ContentDecodingError
+        | urllib3.exceptions.ProtocolError
+        | urllib3.exceptions.DecodeError
+        | ConnectionError
+        | socket.timeout,
+    ):
+        return _AttemptFailed(Failure.SEND_OR_READ, "response cut short")
+    raise exc
+
+
+class Transport:
+    """Sends requests on one requests.Session with timeouts, bounded retries and a body cap."""
+
+    def __init__(
+        self,
+        session: requests.Session,
+        *,
+        policy: RetryPolicy,
+        timeout_seconds: float,
+        max_response_bytes: int,
+        sleep: Callable[[float], None] = time.sleep,
+        wall_clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.session = session
+        self.session.headers["User-Agent"] = USER_AGENT
+        self.policy = policy
+        self.timeout_seconds = timeout_seconds
+        self.max_response_bytes = max_response_bytes
+        self._sleep = sleep
+        self._wall_clock = wall_clock
+        self._rng = rng or random.Random()
+        self.request_count = 0
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        deadline: Deadline,
+        idempotent: bool,
+        **kwargs: Any,
+    ) -> HttpResponse:
+        """Send until a non-retryable answer arrives; return it, whatever its status.
+
+        Raises:
+            UnavailableError: connection failures, timeouts, 5xx or 429 after the retries.
+            PayloadError: the body is larger than the response cap.
+        """
+        label = f"{method} {endpoint_of(url)}"
+        attempt = 0
+        while True:
+            attempt += 1
+            retry_after: float | None = None
+            status: int | None = None
+            try:
+                response = self._attempt(method, url, deadline, **kwargs)
+            except _AttemptFailed as failed:
+                failure, detail = failed.failure, failed.detail
+            else:
+                status = response.status
+                if status < 500 and status != 429:
+                    return response
+                failure = Failure.RATE_LIMITED if status == 429 else Failure.SERVER
+                detail = f"HTTP {status}"
+                retry_after = parse_retry_after(
+                    response.headers.get("Retry-After"), self._wall_clock()
+                )
+            decision = decide(
+                failure,
+                attempt=attempt,
+                policy=self.policy,
+                idempotent=idempotent,
+                remaining_seconds=deadline.remaining(),
+                retry_after_seconds=retry_after,
+                rng=self._rng,
+            )
+            if not decision.retry:
+                if deadline.cancelled:
+                    raise InterruptedCycleError(f"{label}: stopping, abandoned the request")
+                raise UnavailableError(
+                    f"{label}: {detail} ({decision.reason})",
+                    endpoint=endpoint_of(url),
+                    status=status,
+                )
+            log.warning(
+                "%s: %s; retry %d of %d in %.2fs",
+                label,
+                detail,
+                attempt,
+                self.policy.retries,
+                decision.delay_seconds,
+            )
+            self._sleep(decision.delay_seconds)
+
+    def _attempt(self, method: str, url: str, deadline: Deadline, **kwargs: Any) -> HttpResponse:
+        remaining = deadline.remaining()
+        if remaining <= 0:
+            raise _AttemptFailed(Failure.SEND_OR_READ, "cycle deadline reached")
+        read_timeout = min(self.timeout_seconds, remaining)
+        connect_timeout = min(read_timeout, CONNECT_TIMEOUT_CAP_SECONDS)
+        self.request_count += 1
+        try:
+            with self.session.request(
+                method,
+                url,
+                stream=True,
+                timeout=(connect_timeout, read_timeout),
+                allow_redirects=False,
+                **kwargs,
+            ) as response:
+                body = self._read_body(response, url, deadline)
+                return HttpResponse(response.status_code, response.headers, body)
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise _classify(exc) from exc
+
+    def _read_body(self, response: requests.Response, url: str, deadline: Deadline) -> bytes:
+        cap = self.max_response_bytes
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise PayloadError(
+                f"{endpoint_of(url)}: response of {int(declared)} bytes exceeds the cap of {cap}",
+                endpoint=endpoint_of(url),
+                status=response.status_code,
+            )
+        chunks: list[bytes] = []
+        size = 0
+        raw = response.raw
+        while True:
+            if deadline.expired():
+                raise _AttemptFailed(Failure.SEND_OR_READ, "cycle deadline reached mid-body")
+            # read1 returns whatever one recv() brings, so the deadline is checked often even
+            # against a server that drips a byte at a time.
+            chunk = raw.read1(READ_CHUNK_BYTES, decode_content=True)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > cap:
+                raise PayloadError(
+                    f"{endpoint_of(url)}: response exceeds the cap of {cap} bytes",
+                    endpoint=endpoint_of(url),
+                    status=response.status_code,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def new_session() -> requests.Session:
+    """A Session with TLS verification on (never switched off) and the User-Agent set."""
+    session = requests.Session()
+    session.verify = True
+    session.headers["User-Agent"] = USER_AGENT
+    return session
