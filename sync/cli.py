@@ -17,7 +17,6 @@ from sync import __version__
 from sync.errors import EX_INTERNAL, EX_OK, InterruptedCycleError, SyncError
 
 if TYPE_CHECKING:
-    from sync.job import RunResult
     from sync.settings import DatabaseSettings, Settings
 
 log = logging.getLogger("sync.cli")
@@ -31,41 +30,6 @@ def _setup(kind: Any) -> Any:
     secrets = [loaded.password.get_secret_value()] if hasattr(loaded, "password") else []
     logs.configure(fmt=loaded.log_format, level=loaded.log_level, secrets=secrets)
     return loaded
-
-
-def log_result(result: RunResult) -> None:
-    """One summary line per cycle: run id, status, counts, duration."""
-    counts = ", ".join(f"{v} {k}" for k, v in result.counts.items())
-    extra = {
-        "event": "cycle",
-        "status": result.status,
-        "counts": result.counts or None,
-        "duration_seconds": round(result.duration_seconds, 3),
-        "exit_code": result.exit_code,
-    }
-    where = f"run {result.run_id}" if result.run_id is not None else "no run row"
-    partner = f"partner {result.partner_id!r}"
-    if result.error is None:
-        log.info(
-            "%s %s (%s, %s): %s in %.2fs",
-            result.resource,
-            result.status,
-            where,
-            partner,
-            counts or "nothing to do",
-            result.duration_seconds,
-            extra=extra,
-        )
-    else:
-        log.error(
-            "%s failed (%s, %s, exit %d): %s",
-            result.resource,
-            where,
-            partner,
-            result.exit_code,
-            result.error,
-            extra=extra,
-        )
 
 
 def _raise_on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -84,9 +48,7 @@ def cmd_once(args: argparse.Namespace) -> int:
         ensure_schema(engine, auto_migrate=settings.auto_migrate)
         client = build_client(settings)
         signal.signal(signal.SIGTERM, _raise_on_signal)
-        result = run_once(engine, client, cycle_options(settings))
-        log_result(result)
-        return result.exit_code
+        return run_once(engine, client, cycle_options(settings)).exit_code
     finally:
         engine.dispose()
 

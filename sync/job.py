@@ -55,6 +55,41 @@ class CycleOptions:
     lock_wait_seconds: float = 5.0
 
 
+def log_summary(result: RunResult) -> None:
+    """One summary line per cycle: run id, status, counts, duration."""
+    counts = ", ".join(f"{v} {k}" for k, v in result.counts.items())
+    extra = {
+        "event": "cycle",
+        "status": result.status,
+        "counts": result.counts or None,
+        "duration_seconds": round(result.duration_seconds, 3),
+        "exit_code": result.exit_code,
+    }
+    where = f"run {result.run_id}" if result.run_id is not None else "no run row"
+    partner = f"partner {result.partner_id!r}"
+    if result.error is None:
+        log.info(
+            "%s %s (%s, %s): %s in %.2fs",
+            result.resource,
+            result.status,
+            where,
+            partner,
+            counts or "nothing to do",
+            result.duration_seconds,
+            extra=extra,
+        )
+    else:
+        log.error(
+            "%s failed (%s, %s, exit %d): %s",
+            result.resource,
+            where,
+            partner,
+            result.exit_code,
+            result.error,
+            extra=extra,
+        )
+
+
 def lock_name(resource: Resource, partner_id: str) -> str:
     return f"comm100-sync:{resource.name}:{partner_id}"
 
@@ -67,6 +102,7 @@ def run_once(
     resource: Resource = PLATFORMS,
     now: Callable[[], datetime] = utc_now,
     monotonic: Callable[[], float] = time.monotonic,
+    cancelled: Callable[[], bool] = lambda: False,
 ) -> RunResult:
     """Run one cycle and record it in sync_runs; never raises for an expected failure.
 
@@ -75,7 +111,7 @@ def run_once(
     waits a little or records 'skipped', and any 'running' row it finds is a dead process's.
     """
     started_at, t0 = now(), monotonic()
-    deadline = Deadline(options.cycle_timeout_seconds, monotonic)
+    deadline = Deadline(options.cycle_timeout_seconds, monotonic, cancelled)
     partner_id = client.tokens.partner_id
     run_id: int | None = None
     recorded = False
@@ -83,9 +119,12 @@ def run_once(
     def result(
         status: str, error: BaseException | None = None, counts: dict[str, int] | None = None
     ) -> RunResult:
-        return RunResult(
+        outcome = RunResult(
             status, run_id, partner_id, resource.name, monotonic() - t0, counts or {}, error
         )
+        with run_context(run_id):
+            log_summary(outcome)
+        return outcome
 
     def record_failure(error: BaseException) -> None:
         nonlocal recorded

@@ -20,7 +20,8 @@ REDACTED = "***"
 _SECRET_PATTERNS = (
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
     re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
-    re.compile(r"(?i)((?:password|access_token|refresh_token)[\"']?\s*[=:]\s*[\"']?)[^&\s\"',}]+"),
+    # form fields (password=…) and JSON members ("password": "…")
+    re.compile(r"(?i)((?:password|access_token|refresh_token)(?:=|[\"']\s*:\s*[\"']))[^&\s\"']+"),
 )
 _run_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("run_id", default=None)
 # The filter installed by configure(), so error text printed outside logging is redacted too.

@@ -9,6 +9,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -60,6 +61,14 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    # 1e400 parses to inf, which canonical JSON would write as the non-JSON `Infinity`.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
 def decode_json(body: bytes, what: str) -> Any:
     """Strict UTF-8, strict JSON (no NaN/Infinity); PayloadError with one line otherwise."""
     try:
@@ -67,7 +76,7 @@ def decode_json(body: bytes, what: str) -> Any:
     except UnicodeDecodeError as exc:
         raise PayloadError(f"{what} is not valid UTF-8 (byte offset {exc.start})") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         detail = str(exc).splitlines()[0][:120]
         raise PayloadError(f"{what} is not valid JSON: {detail}") from None

@@ -112,6 +112,11 @@ class Settings(DatabaseSettings):
     max_delete_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
     max_response_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     allow_insecure_http: bool = False
+    # Service mode (`run`).
+    cron: str | None = None
+    start_jitter_seconds: float = Field(default=0.0, ge=0)
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"
 
     @field_validator("password")
     @classmethod
@@ -124,6 +129,19 @@ class Settings(DatabaseSettings):
     @classmethod
     def _blank_partner_is_unset(cls, value: str | None) -> str | None:
         return value.strip() or None if value is not None else None
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_expression(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value.strip(), timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(f"not a five-field cron expression ({exc})") from None
+        return value.strip()
 
     @field_validator("auth_url", "api_url")
     @classmethod

@@ -88,7 +88,7 @@ class Transport:
         policy: RetryPolicy,
         timeout_seconds: float,
         max_response_bytes: int,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:

@@ -5,6 +5,9 @@ Shared by the CLI, the scheduler and the demo, so each wires the job the same wa
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from sqlalchemy.engine import Engine
 
 from sync.auth import Credentials, TokenProvider
@@ -20,9 +23,13 @@ def build_engine(settings: DatabaseSettings) -> Engine:
     return create_engine(settings.database_url, lock_wait_seconds=settings.lock_wait_seconds)
 
 
-def build_client(settings: Settings) -> PartnerClient:
+def build_client(
+    settings: Settings, *, sleep: Callable[[float], object] = time.sleep
+) -> PartnerClient:
+    """`sleep` waits between retries; the service passes one that a stop signal interrupts."""
     transport = Transport(
         new_session(),
+        sleep=sleep,
         policy=RetryPolicy(retries=settings.http_retries),
         timeout_seconds=settings.http_timeout_seconds,
         max_response_bytes=settings.max_response_bytes,

@@ -5,12 +5,13 @@ from __future__ import annotations
 import copy
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, replace
 from types import TracebackType
 
 from sync.emulator.control import CONTROL_PREFIX, handle_control
 from sync.emulator.faults import ANSWERS_NORMALLY, Fault, FaultQueue, fault_reply
-from sync.emulator.handler import POLL_INTERVAL_SECONDS, EmulatorServer, Incoming
+from sync.emulator.handler import EmulatorServer, Incoming
 from sync.emulator.ratelimit import RateLimiter
 from sync.emulator.replies import Reply, dump_json, error_reply
 from sync.emulator.tokens import TokenAuthority, parse_form
@@ -36,7 +37,10 @@ STAT_KEYS = (
     "platforms_fault",
     "rate_limited",
 )
-STOP_TIMEOUT_SECONDS = 0.8
+# Two waits (accept loop, then request threads) stay within the promised second.
+STOP_TIMEOUT_SECONDS = 0.5
+# Enough for any test; bounds the memory of an emulator left running for days.
+MAX_RECORDED_REQUESTS = 100_000
 _ROUTES = {TOKEN_PATH: ("token", "POST"), PLATFORMS_PATH: ("platforms", "GET")}
 
 
@@ -103,7 +107,7 @@ class Emulator:
         self._platforms: list[dict[str, object]] = []
         self.set_platforms(DEFAULT_PLATFORMS if platforms is None else platforms)
         self._stats = dict.fromkeys(STAT_KEYS, 0)
-        self._requests: list[RequestRecord] = []
+        self._requests: deque[RequestRecord] = deque(maxlen=MAX_RECORDED_REQUESTS)
         self._stopping = threading.Event()
         self._server: EmulatorServer | None = None
         self._thread: threading.Thread | None = None
@@ -122,12 +126,7 @@ class Emulator:
         self._url = f"http://{shown}:{port}"
         self._tokens.issuer = self._url
         self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": POLL_INTERVAL_SECONDS},
-            name=f"emulator-{port}",
-            daemon=True,
-        )
+        self._thread = threading.Thread(target=server.run, name=f"emulator-{port}", daemon=True)
         self._thread.start()
         return self
 
@@ -139,11 +138,11 @@ class Emulator:
         self._server = self._thread = None
         # Wakes the delay and drip faults; closing the connections wakes idle keep-alive readers.
         self._stopping.set()
-        server.shutdown()
+        server.wake()
+        thread.join(STOP_TIMEOUT_SECONDS)
         server.close_connections()
         server.server_close()
         server.join_workers(STOP_TIMEOUT_SECONDS)
-        thread.join(STOP_TIMEOUT_SECONDS)
 
     def serve_forever(self) -> None:
         """Serve until stop() is called from another thread or the process gets SIGINT."""
@@ -231,7 +230,7 @@ class Emulator:
 
     @property
     def requests(self) -> list[RequestRecord]:
-        """A snapshot of every API request seen so far, oldest first."""
+        """A snapshot of the API requests seen so far (the latest 100,000), oldest first."""
         with self._lock:
             return list(self._requests)
 

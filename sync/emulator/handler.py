@@ -1,11 +1,11 @@
-"""HTTP plumbing: a threading server that tracks its connections, and a handler that puts replies,
-including the broken ones, on the wire."""
+"""HTTP plumbing: a promptly stoppable threading server; a handler that sends or breaks replies."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import selectors
 import socket
 import socketserver
 import struct
@@ -24,8 +24,6 @@ _log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 IDLE_TIMEOUT_SECONDS = 60.0
-# An idle keep-alive connection must not keep a worker alive past stop().
-POLL_INTERVAL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -49,7 +47,7 @@ Responder = Callable[[Incoming], Reply]
 
 
 class EmulatorServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer that can close every open connection, so that stop() is prompt."""
+    """ThreadingHTTPServer that stops at once: wakeable accept loop, closable connections."""
 
     daemon_threads = True
     # We join our own workers with a deadline instead of socketserver's unbounded join.
@@ -66,7 +64,44 @@ class EmulatorServer(ThreadingHTTPServer):
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._workers: set[threading.Thread] = set()
+        self._wake_reader, self._wake_writer = socket.socketpair()
         super().__init__(address, EmulatorHandler)
+        # A client that vanishes between select() and accept() must not block the loop.
+        self.socket.setblocking(False)
+
+    def run(self) -> None:
+        """Accept connections until `stopping` is set and wake() is called.
+
+        Replaces serve_forever(), whose shutdown() waits out a polling interval.
+        """
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.socket, selectors.EVENT_READ)
+            selector.register(self._wake_reader, selectors.EVENT_READ)
+            while not self.stopping.is_set():
+                for key, _ in selector.select():
+                    if key.fileobj is self.socket and not self.stopping.is_set():
+                        self._accept()
+
+    def _accept(self) -> None:
+        try:
+            request, client_address = self.get_request()
+        except OSError:  # nothing to accept after all
+            return
+        try:
+            self.process_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+            self.shutdown_request(request)
+
+    def wake(self) -> None:
+        """Make run() look at `stopping` now."""
+        with contextlib.suppress(OSError):
+            self._wake_writer.send(b"\0")
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._wake_reader.close()
+        self._wake_writer.close()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind calls socket.getfqdn(), a reverse DNS lookup we neither need

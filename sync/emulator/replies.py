@@ -10,16 +10,6 @@ JSON_UTF8 = "application/json; charset=utf-8"
 # RFC 6749 §5.1: token responses must not be cached by the client or any proxy.
 NO_STORE = (("Cache-Control", "no-store"), ("Pragma", "no-cache"))
 
-# How the handler puts a reply on the wire; everything but "normal" is a transport fault.
-DELIVERIES = (
-    "normal",
-    "truncated",
-    "reset_before_response",
-    "reset_mid_body",
-    "drip",
-    "big",
-)
-
 
 @dataclass(frozen=True)
 class Reply:
@@ -29,6 +19,8 @@ class Reply:
     body: bytes = b""
     content_type: str | None = JSON_UTF8
     headers: tuple[tuple[str, str], ...] = ()
+    # How the handler sends it: "normal", or one of the transport faults "truncated",
+    # "reset_before_response", "reset_mid_body", "drip" (delay_seconds), "big" (size_bytes).
     delivery: str = "normal"
     delay_seconds: float = 0.0
     size_bytes: int = 0

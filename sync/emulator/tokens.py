@@ -97,80 +97,98 @@ class TokenAuthority:
         form = parse_form(content_type, body)
         if form is None:
             description = "body must be application/x-www-form-urlencoded UTF-8"
-            return _oauth_error(400, "invalid_request", description), "rejected"
+            return _reject(400, "invalid_request", description)
         partner_id = query.get("partnerId")
         if partner_id is not None and partner_id != self.partner_id:
             description = f"partnerId {partner_id} does not match the partner of this client"
-            return _oauth_error(400, "invalid_request", description), "rejected"
+            return _reject(400, "invalid_request", description)
         # RFC 6749 §3.2: parameters must not repeat; an empty one counts as absent.
         for name, values in form.items():
             if len(values) > 1:
-                return _oauth_error(
-                    400, "invalid_request", f"parameter {name} is repeated"
-                ), "rejected"
+                return _reject(400, "invalid_request", f"parameter {name} is repeated")
         fields = {name: values[0] for name, values in form.items() if values[0]}
         for name in ("grant_type", "client_id"):
             if name not in fields:
-                return _oauth_error(
-                    400, "invalid_request", f"missing parameter: {name}"
-                ), "rejected"
+                return _reject(400, "invalid_request", f"missing parameter: {name}")
         if not hmac.compare_digest(fields["client_id"].encode(), self.client_id.encode()):
-            return _oauth_error(401, "invalid_client", "unknown client_id"), "rejected"
+            return _reject(401, "invalid_client", "unknown client_id")
         grant_type = fields["grant_type"]
         if grant_type == "password":
             return self._password_grant(fields)
         if grant_type == "refresh_token":
             return self._refresh_grant(fields)
         description = f"grant_type {grant_type} is not supported"
-        return _oauth_error(400, "unsupported_grant_type", description), "rejected"
+        return _reject(400, "unsupported_grant_type", description)
 
     def _password_grant(self, fields: dict[str, str]) -> tuple[Reply, str]:
         for name in ("email", "password"):
             if name not in fields:
-                return _oauth_error(
-                    400, "invalid_request", f"missing parameter: {name}"
-                ), "rejected"
+                return _reject(400, "invalid_request", f"missing parameter: {name}")
         email_ok = fields["email"].casefold() == self.email.casefold()
         password_ok = hmac.compare_digest(fields["password"].encode(), self.password.encode())
         if not (email_ok and password_ok):
-            return _oauth_error(400, "invalid_grant", "invalid username or password"), "rejected"
+            return _reject(400, "invalid_grant", "invalid username or password")
         grant = _Grant(fields["client_id"], int(self._clock()))
         return _token_reply(self._issue(grant, None)), "password"
 
     def _refresh_grant(self, fields: dict[str, str]) -> tuple[Reply, str]:
         if "refresh_token" not in fields:
-            return _oauth_error(
-                400, "invalid_request", "missing parameter: refresh_token"
-            ), "rejected"
+            return _reject(400, "invalid_request", "missing parameter: refresh_token")
         refresh_token = fields["refresh_token"]
         with self._lock:
             grant = self._refresh.get(refresh_token)
             if grant is None or grant.client_id != fields["client_id"]:
-                return _oauth_error(
-                    400, "invalid_grant", "invalid or revoked refresh token"
-                ), "rejected"
+                return _reject(400, "invalid_grant", "invalid or revoked refresh token")
+            reused: str | None = refresh_token
             if self.rotate_refresh_tokens:
                 del self._refresh[refresh_token]
-                refresh_token = ""
-        return _token_reply(self._issue(grant, refresh_token or None)), "refresh"
+                reused = None
+        return _token_reply(self._issue(grant, reused)), "refresh"
 
     def _issue(self, grant: _Grant, refresh_token: str | None) -> dict[str, object]:
-        """A registered access token (and refresh token) in the quick start's response shape."""
-        response = self.sample_response(grant)
-        jti = self._claims(str(response["access_token"]))["jti"]
+        """A registered access token in the quick start's response shape.
+
+        Args:
+            grant: who logged in and when.
+            refresh_token: the one to hand back again; None mints and registers a new one.
+        """
+        access_token, jti = self._sign(grant)
+        response: dict[str, object] = {
+            "access_token": access_token,
+            "expires_in": self.lifetime_seconds,
+            "token_type": "Bearer",
+        }
         with self._lock:
-            self._access[str(jti)] = "valid"
+            self._access[jti] = "valid"
             if self.issue_refresh_tokens:
-                refresh_token = refresh_token or secrets.token_hex(32).upper()
-                self._refresh[refresh_token] = grant
+                if refresh_token is None:
+                    refresh_token = secrets.token_hex(32).upper()
+                    self._refresh[refresh_token] = grant
                 response["refresh_token"] = refresh_token
-                response["scope"] = response.pop("scope")  # keep the quick start's key order
+        response["scope"] = self._scope()
         return response
 
-    def sample_response(self, grant: _Grant | None = None) -> dict[str, object]:
+    def sample_response(self) -> dict[str, object]:
         """A well-formed token response whose access token was never registered, so is refused."""
-        grant = grant or _Grant(self.client_id, int(self._clock()))
+        access_token, _ = self._sign(_Grant(self.client_id, int(self._clock())))
+        response: dict[str, object] = {
+            "access_token": access_token,
+            "expires_in": self.lifetime_seconds,
+            "token_type": "Bearer",
+        }
+        if self.issue_refresh_tokens:
+            response["refresh_token"] = secrets.token_hex(32).upper()
+        response["scope"] = self._scope()
+        return response
+
+    def _scope(self) -> str:
+        # offline_access is what a refresh token is issued for.
+        return "comm100 offline_access" if self.issue_refresh_tokens else "comm100"
+
+    def _sign(self, grant: _Grant) -> tuple[str, str]:
+        """A new HS256 JWT carrying the reference sample's claims, and its jti."""
         now = int(self._clock())
+        jti = secrets.token_hex(16).upper()
         claims: dict[str, object] = {
             "nbf": now,
             "exp": now + self.lifetime_seconds,
@@ -183,20 +201,14 @@ class TokenAuthority:
             "userId": self._user_id,
             "partnerId": self.partner_id,
             "role": "User",
-            "jti": secrets.token_hex(16).upper(),
+            "jti": jti,
             "iat": now,
             "scope": CLAIM_SCOPES,
             "amr": ["pwd"],
         }
         signing_input = f"{_b64encode(_compact(JWT_HEADER))}.{_b64encode(_compact(claims))}"
         signature = hmac.new(self._key, signing_input.encode("ascii"), hashlib.sha256).digest()
-        scope = "comm100 offline_access" if self.issue_refresh_tokens else "comm100"
-        return {
-            "access_token": f"{signing_input}.{_b64encode(signature)}",
-            "expires_in": self.lifetime_seconds,
-            "token_type": "Bearer",
-            "scope": scope,
-        }
+        return f"{signing_input}.{_b64encode(signature)}", jti
 
     def check_bearer(self, authorization: str | None) -> str | None:
         """Why the Authorization header does not grant access, or None when it does."""
@@ -240,15 +252,15 @@ class TokenAuthority:
         return claims
 
     def revoke_access(self) -> None:
-        self._mark_access("revoked")
+        with self._lock:
+            self._access = dict.fromkeys(self._access, "revoked")
 
     def expire_access(self) -> None:
-        self._mark_access("expired")
-
-    def _mark_access(self, state: str) -> None:
+        # A revoked token stays revoked, so the 401 keeps saying why.
         with self._lock:
-            for jti in self._access:
-                self._access[jti] = state
+            for jti, state in self._access.items():
+                if state == "valid":
+                    self._access[jti] = "expired"
 
     def revoke_refresh(self) -> None:
         with self._lock:
@@ -259,5 +271,6 @@ def _token_reply(response: dict[str, object]) -> Reply:
     return json_reply(200, response, content_type=JSON, headers=NO_STORE)
 
 
-def _oauth_error(status: int, error: str, description: str) -> Reply:
-    return error_reply(status, error, description, content_type=JSON, headers=NO_STORE)
+def _reject(status: int, error: str, description: str) -> tuple[Reply, str]:
+    reply = error_reply(status, error, description, content_type=JSON, headers=NO_STORE)
+    return reply, "rejected"

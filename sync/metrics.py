@@ -1,0 +1,153 @@
+"""Prometheus metrics and the /healthz verdict for `comm100-sync run`, served on one port."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from sync import __version__
+from sync.job import RunResult
+
+log = logging.getLogger(__name__)
+
+DURATION_BUCKETS_SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+ACTIONS = {"inserted": "insert", "updated": "update", "deleted": "delete", "restored": "restore"}
+
+
+class Metrics:
+    """The service's metrics on a registry of its own (so tests can build several)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.cycles = Counter(
+            "comm100_sync_cycles", "Sync cycles by outcome.", ["resource", "status"], registry=r
+        )
+        self.last_success = Gauge(
+            "comm100_sync_last_success_timestamp_seconds",
+            "Unix time of the last successful cycle.",
+            ["resource"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "comm100_sync_cycle_duration_seconds",
+            "Wall time of a cycle, interval wait excluded.",
+            ["resource"],
+            buckets=DURATION_BUCKETS_SECONDS,
+            registry=r,
+        )
+        self.rows = Counter(
+            "comm100_sync_rows_changed",
+            "Rows changed by action (each has one audit row).",
+            ["resource", "action"],
+            registry=r,
+        )
+        self.token_requests = Counter(
+            "comm100_sync_token_requests", "Token requests by grant type.", ["grant"], registry=r
+        )
+        info = Gauge("comm100_sync_build_info", "Version of comm100-sync.", ["version"], registry=r)
+        info.labels(__version__).set(1)
+        self._tokens_seen: dict[str, int] = {}
+
+    def observe(
+        self, result: RunResult, token_requests: Mapping[str, int], *, now: float | None = None
+    ) -> None:
+        self.cycles.labels(result.resource, result.status).inc()
+        self.duration.labels(result.resource).observe(result.duration_seconds)
+        if result.status == "success":
+            self.last_success.labels(result.resource).set(now or time.time())
+        for column, action in ACTIONS.items():
+            if result.counts.get(column):
+                self.rows.labels(result.resource, action).inc(result.counts[column])
+        for grant, total in token_requests.items():
+            delta = total - self._tokens_seen.get(grant, 0)
+            if delta > 0:
+                self.token_requests.labels(grant).inc(delta)
+            self._tokens_seen[grant] = total
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class Health:
+    """Healthy while the last success (or the start, before any) is younger than `max_age`."""
+
+    def __init__(self, max_age_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_age_seconds = max_age_seconds
+        self._clock = clock
+        self._started = clock()
+        self._last_success: float | None = None
+        self._last_status: str | None = None
+        self._last_error: str | None = None
+
+    def record(self, result: RunResult) -> None:
+        self._last_status = result.status
+        self._last_error = str(result.error) if result.error else None
+        if result.status == "success":
+            self._last_success = self._clock()
+
+    def check(self) -> tuple[bool, dict[str, Any]]:
+        now = self._clock()
+        reference = self._last_success if self._last_success is not None else self._started
+        age = now - reference
+        healthy = age <= self.max_age_seconds
+        body: dict[str, Any] = {
+            "status": "ok" if healthy else "stale",
+            "last_success_age_seconds": None if self._last_success is None else round(age, 1),
+            "max_age_seconds": self.max_age_seconds,
+            "last_cycle_status": self._last_status,
+        }
+        if not healthy:
+            body["reason"] = (
+                f"no successful cycle for {age:.0f}s (limit {self.max_age_seconds:.0f}s)"
+                if self._last_success is not None
+                else f"no successful cycle since start {age:.0f}s ago"
+            )
+            if self._last_error:
+                body["last_error"] = self._last_error
+        return healthy, body
+
+
+def serve(host: str, port: int, metrics: Metrics, health: Health) -> ThreadingHTTPServer:
+    """Serve /metrics and /healthz in a daemon thread; returns the server (call shutdown())."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, metrics.render(), CONTENT_TYPE_LATEST)
+            elif path in ("/healthz", "/health", "/readyz"):
+                healthy, body = health.check()
+                self._send(200 if healthy else 503, json.dumps(body).encode(), "application/json")
+            else:
+                self._send(404, b'{"error": "not found"}', "application/json")
+
+        def _send(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("metrics server: %s", format % args)
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    log.info("metrics and health on http://%s:%d/metrics and /healthz", host, server.server_port)
+    return server

@@ -1,0 +1,145 @@
+"""`comm100-sync run`: an APScheduler loop of cycles, metrics and health, and a clean stop.
+
+SIGTERM/SIGINT stop new cycles at once; a cycle in flight stops retrying and waiting, commits or
+rolls back whole, and the process exits 0 well within Kubernetes' 30 s grace period.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import threading
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from sync.errors import EX_CONFIG, EX_OK, ConfigError, SyncError
+from sync.job import run_once
+from sync.resources import PLATFORMS
+from sync.metrics import Health, Metrics, serve
+from sync.migrate import ensure_schema
+from sync.settings import Settings
+from sync.wiring import build_client, build_engine, cycle_options
+
+log = logging.getLogger(__name__)
+
+# How long a stop waits for the cycle in flight before the process exits anyway (its
+# transaction is then rolled back by the server when the connection drops).
+SHUTDOWN_GRACE_SECONDS = 8.0
+JOB_ID = "sync-platforms"
+
+
+class Service:
+    """The loop's state: one engine, one client (so one token across cycles), metrics."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stop = threading.Event()
+        self.exit_code = EX_OK
+        self.engine = build_engine(settings)
+        # Retry back-offs wait on the stop event, so a signal cuts them short.
+        self.client = build_client(settings, sleep=self.stop.wait)
+        self.options = cycle_options(settings)
+        self.metrics = Metrics()
+        self.health = Health(settings.health_max_age)
+        self._in_flight = threading.Lock()
+        self._schema_ready = False
+
+    def cycle(self) -> None:
+        """One scheduled tick; never raises, so one failing cycle never ends the loop."""
+        if self.stop.is_set() or not self._in_flight.acquire(blocking=False):
+            return
+        try:
+            if not self._schema_ready:
+                ensure_schema(self.engine, auto_migrate=self.settings.auto_migrate)
+                self._schema_ready = True
+            result = run_once(self.engine, self.client, self.options, cancelled=self.stop.is_set)
+            self.metrics.observe(result, self.client.tokens.requests_by_grant)
+            self.health.record(result)
+        except ConfigError as error:
+            # The schema is ahead of this code or migrations are off: ticking again cannot help.
+            log.error("stopping: %s", error)
+            self.exit_code = EX_CONFIG
+            self.stop.set()
+        except SyncError as error:
+            log.error("cycle could not start: %s", error)
+            self.metrics.cycles.labels(PLATFORMS.name, "failed").inc()
+        except Exception:
+            log.exception("unexpected error in a cycle; the loop goes on")
+            self.metrics.cycles.labels(PLATFORMS.name, "failed").inc()
+        finally:
+            self._in_flight.release()
+
+    def wait_for_cycle(self, timeout: float) -> bool:
+        """Wait until no cycle is running; False if one still is after `timeout` seconds."""
+        if self._in_flight.acquire(timeout=timeout):
+            self._in_flight.release()
+            return True
+        return False
+
+
+def _trigger(settings: Settings) -> IntervalTrigger | CronTrigger:
+    if settings.cron:
+        return CronTrigger.from_crontab(settings.cron, timezone=UTC)
+    return IntervalTrigger(seconds=settings.interval_seconds, timezone=UTC)
+
+
+def run_service(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit code."""
+    service = Service(settings)
+    server = None
+    if settings.metrics_port is not None:
+        server = serve(
+            settings.metrics_host, settings.metrics_port, service.metrics, service.health
+        )
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("%s received: stopping after the cycle in flight", signal.Signals(signum).name)
+        service.stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    scheduler = BackgroundScheduler(timezone=UTC)
+    jitter = random.uniform(0, settings.start_jitter_seconds)
+    scheduler.add_job(
+        service.cycle,
+        _trigger(settings),
+        id=JOB_ID,
+        max_instances=1,
+        coalesce=True,
+        # A tick delayed by a long cycle still runs (once), rather than being dropped.
+        misfire_grace_time=max(1, int(settings.interval_seconds)),
+        next_run_time=datetime.now(UTC) + timedelta(seconds=jitter),
+    )
+    scheduler.start()
+    log.info(
+        "service started: %s; database %s",
+        f"cron {settings.cron!r} (UTC)"
+        if settings.cron
+        else f"every {settings.interval_seconds:g}s",
+        settings.database_url_for_display,
+    )
+    try:
+        # Wake often enough for signal handlers to run promptly in the main thread.
+        while not service.stop.wait(0.5):
+            pass
+    finally:
+        scheduler.shutdown(wait=False)
+        finished = service.wait_for_cycle(SHUTDOWN_GRACE_SECONDS)
+        if server is not None:
+            server.shutdown()
+        if not finished:
+            # The worker thread would keep the interpreter alive; leave now, and let the
+            # database roll back the open transaction when our connection drops.
+            log.warning("the cycle in flight did not finish in time; exiting without it")
+            logging.shutdown()
+            os._exit(service.exit_code)
+        service.engine.dispose()
+        log.info("service stopped")
+    return service.exit_code
