@@ -20,9 +20,9 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from sync.errors import EX_CONFIG, EX_OK, ConfigError, SyncError
 from sync.job import run_once
-from sync.resources import PLATFORMS
 from sync.metrics import Health, Metrics, serve
 from sync.migrate import ensure_schema
+from sync.resources import PLATFORMS
 from sync.settings import Settings
 from sync.wiring import build_client, build_engine, cycle_options
 
