@@ -107,10 +107,11 @@ class TokenProvider:
             self._cached.obtained_at = float("-inf")
 
     def secrets(self) -> list[str]:
-        """Current token values, for log redaction."""
-        if self._cached is None:
-            return []
-        return [t for t in (self._cached.access_token, self._cached.refresh_token) if t]
+        """The password and current token values, to mask in anything we write or log."""
+        values = [self._credentials.password]
+        if self._cached is not None:
+            values += [self._cached.access_token, self._cached.refresh_token or ""]
+        return [v for v in values if v]
 
     def _renew(self, deadline: Deadline) -> str:
         refresh = self._cached.refresh_token if self._cached else None

@@ -136,6 +136,9 @@ def run_once(
             if isinstance(error, SyncError)
             else f"internal error: {type(error).__name__}"
         )
+        # Error texts quote servers; make sure none of them echoes a credential into the table.
+        for secret in client.tokens.secrets():
+            text = text.replace(secret, "***")
         try:
             if run_id is None:
                 store.record_run(
