@@ -1,0 +1,237 @@
+"""Properties over random histories, and the promise that no secret ever leaks.
+
+A Hypothesis state machine drives random sequences of API snapshots through real cycles and
+checks, after each: live rows equal the snapshot; replaying platform_audit from nothing gives
+the platforms table exactly; each run's counts equal its audit rows.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
+from pydantic import SecretStr
+
+from sync.emulator import DEFAULT_CLIENT_ID, DEFAULT_EMAIL, Emulator
+from sync.job import run_once
+from sync.schema import platform_audit, platforms, sync_runs
+from sync.settings import Settings
+from sync.wiring import build_client, build_engine, cycle_options
+
+from ..conftest import CLI
+
+pytestmark = [pytest.mark.e2e, pytest.mark.db]
+
+PASSWORD = "Canary-Pw-7Q2X-do-not-leak"
+NAMES = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    max_size=12,
+)
+EXTRA = st.dictionaries(
+    st.sampled_from(["region", "tier", "note", "Ünïcode"]),
+    st.one_of(st.integers(-5, 5), st.text(max_size=4), st.booleans(), st.none()),
+    max_size=2,
+)
+IDS = st.integers(min_value=-3, max_value=30)
+
+
+def replay(audit_rows: list[Any]) -> dict[int, tuple[Any, bool]]:
+    """platform id → (last object, live?) rebuilt from the audit trail alone."""
+    state: dict[int, tuple[Any, bool]] = {}
+    for row in audit_rows:
+        if row.action in ("insert", "update", "restore"):
+            state[row.platform_id] = (row.new_values, True)
+        else:
+            state[row.platform_id] = (row.old_values, False)
+    return state
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_random_histories_keep_table_audit_and_runs_consistent(
+    backend: str, database_url: str, emulator: Emulator
+) -> None:
+    config = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        _secrets_dir=None,
+        client_id=DEFAULT_CLIENT_ID,
+        email=DEFAULT_EMAIL,
+        password=SecretStr("demo-password"),
+        auth_url=emulator.auth_url,
+        api_url=emulator.api_url,
+        database_url=database_url,
+        max_delete_fraction=1.0,
+    )
+    engine = build_engine(config)
+    client = build_client(config)
+
+    class History(RuleBasedStateMachine):
+        removed = Bundle("removed")
+
+        @initialize()
+        def empty_tables(self) -> None:
+            with engine.begin() as conn:
+                for table in (platform_audit, platforms, sync_runs):
+                    conn.execute(table.delete())
+            self.snapshot: dict[int, dict[str, Any]] = {}
+
+        @rule(key=IDS, name=NAMES, extra=EXTRA)
+        def add_or_replace(self, key: int, name: str, extra: dict[str, Any]) -> None:
+            self.snapshot[key] = {**extra, "id": key, "name": name}
+
+        @rule(data=st.data())
+        def rename(self, data: st.DataObject) -> None:
+            if self.snapshot:
+                key = data.draw(st.sampled_from(sorted(self.snapshot)))
+                self.snapshot[key] = {**self.snapshot[key], "name": data.draw(NAMES)}
+
+        @rule(target=removed, data=st.data())
+        def remove(self, data: st.DataObject) -> dict[str, Any]:
+            if not self.snapshot:
+                return {}
+            key = data.draw(st.sampled_from(sorted(self.snapshot)))
+            return self.snapshot.pop(key)
+
+        @rule(item=removed)
+        def re_add(self, item: dict[str, Any]) -> None:
+            if item:
+                self.snapshot[item["id"]] = item
+
+        @rule()
+        def sync(self) -> None:
+            emulator.set_platforms(list(self.snapshot.values()))
+            result = run_once(engine, client, cycle_options(config))
+            assert result.status == "success", result.error
+
+        @invariant()
+        def tables_agree_with_the_last_sync(self) -> None:
+            with engine.connect() as conn:
+                rows = conn.execute(sa.select(platforms)).all()
+                audit = conn.execute(sa.select(platform_audit).order_by(platform_audit.c.id)).all()
+                runs = conn.execute(sa.select(sync_runs)).all()
+            if not runs:
+                return
+            synced = {r.id: r for r in rows}
+            live = {r.id: r.raw for r in rows if r.deleted_at is None}
+            assert live == {k: v for k, v in self._last_synced().items()}
+            assert replay(audit) == {k: (r.raw, r.deleted_at is None) for k, r in synced.items()}
+            per_run: dict[tuple[int, str], int] = {}
+            for row in audit:
+                per_run[(row.run_id, row.action)] = per_run.get((row.run_id, row.action), 0) + 1
+            for run in runs:
+                assert run.inserted == per_run.get((run.id, "insert"), 0)
+                assert run.updated == per_run.get((run.id, "update"), 0)
+                assert run.deleted == per_run.get((run.id, "delete"), 0)
+                assert run.restored == per_run.get((run.id, "restore"), 0)
+
+        def _last_synced(self) -> dict[int, Any]:
+            return {int(p["id"]): p for p in emulator.platforms}  # type: ignore[call-overload]
+
+    try:
+        run_state_machine_as_test(
+            History,
+            settings=settings(
+                max_examples=20,
+                stateful_step_count=12,
+                deadline=None,
+                suppress_health_check=[HealthCheck.too_slow],
+            ),
+        )
+    finally:
+        engine.dispose()
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+@pytest.fixture
+def canary_emulator() -> Iterator[Emulator]:
+    with Emulator(password=PASSWORD, rate_limit=None, rotate_refresh_tokens=True) as emu:
+        yield emu
+
+
+def test_no_secret_appears_in_logs_errors_status_or_tables(
+    canary_emulator: Emulator, tmp_path: Path, sync_env: Callable[..., dict[str, str]]
+) -> None:
+    emu = canary_emulator
+    url = f"sqlite:///{tmp_path / 'canary.db'}"
+    env = sync_env(url) | {
+        "SYNC_PASSWORD": PASSWORD,
+        "SYNC_AUTH_URL": emu.auth_url,
+        "SYNC_API_URL": emu.api_url,
+        "SYNC_LOG_LEVEL": "DEBUG",
+    }
+    outputs: list[str] = []
+
+    def cli(*args: str, **extra: str) -> int:
+        done = subprocess.run(
+            [*CLI, "--debug", *args], env=env | extra, capture_output=True, text=True, check=False
+        )
+        outputs.extend([done.stdout, done.stderr])
+        return done.returncode
+
+    assert cli("once", SYNC_LOG_FORMAT="json") == 0
+    from sync.emulator import Fault
+
+    emu.inject("platforms", Fault(kind="html"))
+    assert cli("once") == 65
+    # A loop whose token is revoked (→ refresh grant), then whose refresh token is refused
+    # (→ password grant): every kind of credential passes through it.
+    loop = subprocess.Popen(
+        [*CLI, "run"],
+        env=env | {"SYNC_INTERVAL_SECONDS": "0.3", "SYNC_LOG_FORMAT": "json"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for action in (emu.revoke_tokens, emu.revoke_refresh_tokens, emu.revoke_tokens):
+            seen = emu.stats["platforms_ok"]
+            deadline = time.monotonic() + 15
+            while emu.stats["platforms_ok"] <= seen and time.monotonic() < deadline:
+                time.sleep(0.05)
+            action()
+        time.sleep(1.0)
+    finally:
+        loop.send_signal(signal.SIGTERM)
+        out, err = loop.communicate(timeout=15)
+        outputs.extend([out, err])
+    assert emu.stats["token_refresh"] >= 1 and emu.stats["token_password"] >= 3
+    assert cli("status") in (0, 1)
+    assert cli("status", "--json") in (0, 1)
+
+    access_tokens = {
+        r.headers["Authorization"].split()[-1] for r in emu.requests if "Authorization" in r.headers
+    }
+    refresh_tokens = {r.form["refresh_token"] for r in emu.requests if "refresh_token" in r.form}
+    assert access_tokens and refresh_tokens
+    secrets = {PASSWORD, *access_tokens, *refresh_tokens}
+
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        names = sa.inspect(conn).get_table_names()
+        stored = [
+            json.dumps([list(map(str, row)) for row in conn.exec_driver_sql(f"SELECT * FROM {t}")])
+            for t in names
+        ]
+    engine.dispose()
+    haystacks = {"output": "\n".join(outputs), "tables": "\n".join(stored)}
+    for where, text in haystacks.items():
+        for secret in secrets:
+            assert secret not in text, f"a secret leaked into {where}"
