@@ -11,7 +11,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from sync.errors import AuthError, PayloadError, RejectedError
@@ -50,8 +50,12 @@ class _CachedToken:
         return now >= self.obtained_at + self.lifetime - margin
 
 
-def _oauth_error(response: HttpResponse) -> tuple[str | None, str]:
-    """The `error` code and a printable one-line description from an RFC 6749 §5.2 body."""
+def _oauth_error(response: HttpResponse, secrets: Iterable[str] = ()) -> tuple[str | None, str]:
+    """The `error` code and a printable one-line description from an RFC 6749 §5.2 body.
+
+    Servers may echo what they were sent ("password 'x' is wrong"): `secrets` are masked
+    before the text is cleaned up and cut, so no part of them survives.
+    """
     try:
         data = json.loads(response.body.decode("utf-8", "replace"))
     except ValueError:
@@ -62,6 +66,10 @@ def _oauth_error(response: HttpResponse) -> tuple[str | None, str]:
     description = data.get("error_description")
     parts = [p for p in (code, description if isinstance(description, str) else None) if p]
     text = ": ".join(parts) or f"HTTP {response.status}"
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "(redacted)")
+            code = code.replace(secret, "(redacted)") if code else code
     return (
         _SAFE_TEXT.sub("", code)[:64] if code else None,
         _SAFE_TEXT.sub(" ", text)[:200],
@@ -159,7 +167,7 @@ class TokenProvider:
         )
         endpoint = endpoint_of(self._auth_url)
         if response.status in (400, 401):
-            code, text = _oauth_error(response)
+            code, text = _oauth_error(response, (creds.password, refresh or ""))
             raise AuthError(
                 f"token endpoint refused the {grant_type} grant: {text}",
                 endpoint=endpoint,

@@ -23,6 +23,7 @@ _SECRET_PATTERNS = (
     # form fields (password=…) and JSON members ("password": "…")
     re.compile(r"(?i)((?:password|access_token|refresh_token)(?:=|[\"']\s*:\s*[\"']))[^&\s\"']+"),
 )
+_UNICODE_LINE_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
 _run_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("run_id", default=None)
 # The filter installed by configure(), so error text printed outside logging is redacted too.
 _active_filter: RedactingFilter | None = None
@@ -54,7 +55,8 @@ class RedactingFilter(logging.Filter):
             self._secrets.add(secret)
 
     def redact(self, text: str) -> str:
-        for secret in self._secrets:
+        # Longest first: a secret that contains another must not be left half-masked.
+        for secret in sorted(self._secrets, key=len, reverse=True):
             if secret in text:
                 text = text.replace(secret, REDACTED)
         for pattern in _SECRET_PATTERNS:
@@ -78,7 +80,9 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-7s %(name)s%(run)s: %(message)s")
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4]
+        # Milliseconds and an explicit Z: the line must say its time is UTC.
+        stamp = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+        return stamp[:-3] + "Z"
 
     def format(self, record: logging.LogRecord) -> str:
         run_id = getattr(record, "run_id", None)
@@ -105,7 +109,10 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_text:
             entry["exception"] = record.exc_text
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        line = json.dumps(entry, ensure_ascii=False, default=str)
+        # JSON allows these raw inside strings, but line readers that follow Unicode (Python's
+        # splitlines, JavaScript) break lines on them; escaped, they only occur inside strings.
+        return line.translate(_UNICODE_LINE_BREAKS)
 
 
 def configure(

@@ -58,7 +58,9 @@ def check_delete_fraction(plan: Plan, max_fraction: float) -> None:
     """
     if max_fraction >= 1.0 or not plan.deletes:
         return
-    if len(plan.deletes) > max_fraction * plan.live_before:
+    # Divide rather than multiply: 0.29 * 100 is 28.999999999999996, which would refuse
+    # exactly 29 of 100, while 29 / 100 rounds to the same float as the setting 0.29.
+    if plan.live_before and len(plan.deletes) / plan.live_before > max_fraction:
         raise SafetyLimitError(
             f"refusing to soft-delete {len(plan.deletes)} of {plan.live_before} live rows "
             f"(more than SYNC_MAX_DELETE_FRACTION={max_fraction:g}); nothing was written"

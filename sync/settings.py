@@ -175,8 +175,13 @@ class Settings(DatabaseSettings):
 
 
 def _secrets_dir() -> str | None:
+    explicit = os.environ.get(f"{ENV_PREFIX}SECRETS_DIR")
+    if explicit and not Path(explicit).is_dir():
+        raise ConfigError(
+            f"invalid settings: {ENV_PREFIX}SECRETS_DIR: no such directory: {explicit}"
+        )
     for candidate in (
-        os.environ.get(f"{ENV_PREFIX}SECRETS_DIR"),
+        explicit,
         os.environ.get("CREDENTIALS_DIRECTORY"),
         DEFAULT_SECRETS_DIR,
     ):
@@ -190,7 +195,7 @@ def _describe(exc: ValidationError) -> str:
     problems = []
     for err in exc.errors(include_input=False, include_url=False):
         loc = err.get("loc") or ()
-        msg = str(err.get("msg", "invalid"))
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         if loc:
             name = f"{ENV_PREFIX}{str(loc[0]).upper()}"
             if err.get("type") == "missing":

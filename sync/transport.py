@@ -166,7 +166,8 @@ class Transport:
     def _attempt(self, method: str, url: str, deadline: Deadline, **kwargs: Any) -> HttpResponse:
         remaining = deadline.remaining()
         if remaining <= 0:
-            raise _AttemptFailed(Failure.SEND_OR_READ, "cycle deadline reached")
+            # Nothing was sent, so even a POST could go again; decide() sees no time left.
+            raise _AttemptFailed(Failure.CONNECT, "cycle deadline reached")
         read_timeout = min(self.timeout_seconds, remaining)
         connect_timeout = min(read_timeout, CONNECT_TIMEOUT_CAP_SECONDS)
         self.request_count += 1

@@ -1,0 +1,509 @@
+"""Tokens: password grant, cache, renewal margin, refresh grant and its fallback, refusals."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from sync.auth import Credentials, TokenProvider
+from sync.errors import AuthError, PayloadError, RejectedError, RemoteError, UnavailableError
+from sync.retry import Deadline
+from tests.unit.fake_partner_api import (
+    AUTH_URL,
+    CLIENT_ID,
+    EMAIL,
+    PASSWORD,
+    FakePartnerApi,
+    connect_refused,
+    dropped_after_send,
+    jwt,
+)
+
+MakeTokens = Callable[..., TokenProvider]
+ACCESS = "canary-access-3b7d"
+REFRESH = "canary-refresh-e41c"
+
+
+def cycle(clock) -> Deadline:
+    """A new cycle's deadline: each renewal happens in a cycle of its own."""
+    return Deadline(300.0, clock)
+
+
+def grant_types(api: FakePartnerApi) -> list[str]:
+    return [form["grant_type"] for form in api.token_forms()]
+
+
+def assert_no_secret_in(error: BaseException) -> None:
+    text = f"{error} {error!r} {vars(error)}"
+    for secret in (PASSWORD, ACCESS, REFRESH):
+        assert secret not in text
+
+
+# --------------------------------------------------------------------------- password grant
+
+
+def test_password_grant_is_a_form_encoded_post_with_the_credentials(
+    api: FakePartnerApi, make_tokens: MakeTokens, deadline: Deadline
+) -> None:
+    api.grant(ACCESS)
+
+    assert make_tokens().token(deadline) == ACCESS
+
+    (request,) = api.requests_to(AUTH_URL)
+    assert request.method == "POST"
+    assert request.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert api.token_forms() == [
+        {"grant_type": "password", "client_id": CLIENT_ID, "email": EMAIL, "password": PASSWORD}
+    ]
+    assert urlsplit(request.url).query == ""
+
+
+def test_configured_partner_id_is_sent_as_a_query_parameter(
+    api: FakePartnerApi, make_tokens: MakeTokens, deadline: Deadline
+) -> None:
+    api.grant(ACCESS)
+
+    make_tokens(partner_id="p-77").token(deadline)
+
+    (request,) = api.requests_to(AUTH_URL)
+    assert parse_qs(urlsplit(request.url).query) == {"partnerId": ["p-77"]}
+    assert "partnerId" not in api.token_forms()[0]
+
+
+# --------------------------------------------------------------------------- cache and renewal
+
+
+def test_token_is_cached_and_reused(api: FakePartnerApi, make_tokens: MakeTokens, clock) -> None:
+    api.grant(ACCESS, expires_in=3600)
+    tokens = make_tokens()
+
+    first = tokens.token(cycle(clock))
+    clock.advance(1800)
+    second = tokens.token(cycle(clock))
+
+    assert first == second == ACCESS
+    assert len(api.mock.calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "renew_after"),
+    [
+        pytest.param(3600, 3540, id="margin-60s"),
+        pytest.param(600, 540, id="margin-60s-is-10%"),
+        pytest.param(300, 270, id="margin-10%"),
+        pytest.param(20, 18, id="short-lived"),
+    ],
+)
+def test_token_is_renewed_within_the_margin_of_its_expiry(
+    api: FakePartnerApi,
+    make_tokens: MakeTokens,
+    clock,
+    lifetime: int,
+    renew_after: int,
+) -> None:
+    """Margin is min(60 s, 10 % of the token's life)."""
+    api.grant("first", expires_in=lifetime)
+    api.grant("second", expires_in=lifetime)
+    tokens = make_tokens()
+    tokens.token(cycle(clock))
+
+    clock.advance(renew_after - 0.5)
+    assert tokens.token(cycle(clock)) == "first"
+    clock.advance(0.5)
+    assert tokens.token(cycle(clock)) == "second"
+
+
+def test_missing_expires_in_is_taken_as_an_hour(
+    api: FakePartnerApi, make_tokens: MakeTokens, clock
+) -> None:
+    api.grant("first", expires_in=None)
+    api.grant("second")
+    tokens = make_tokens()
+    tokens.token(cycle(clock))
+
+    clock.advance(3539)
+    assert tokens.token(cycle(clock)) == "first"
+    clock.advance(1)
+    assert tokens.token(cycle(clock)) == "second"
+
+
+def test_renewal_without_a_refresh_token_repeats_the_password_grant(
+    api: FakePartnerApi, make_tokens: MakeTokens, clock
+) -> None:
+    api.grant("first", expires_in=300)
+    api.grant("second", expires_in=300)
+    tokens = make_tokens()
+    tokens.token(cycle(clock))
+
+    clock.advance(300)
+
+    assert tokens.token(cycle(clock)) == "second"
+    assert grant_types(api) == ["password", "password"]
+
+
+def test_renewal_uses_the_refresh_grant_when_a_refresh_token_was_issued(
+    api: FakePartnerApi, make_tokens: MakeTokens, clock
+) -> None:
+    api.grant("first", expires_in=300, refresh_token=REFRESH)
+    api.grant("second", expires_in=300, refresh_token="next-refresh")
+    tokens = make_tokens()
+    tokens.token(cycle(clock))
+
+    clock.advance(300)
+
+    assert tokens.token(cycle(clock)) == "second"
+    assert api.token_forms()[1] == {
+        "grant_type": "refresh_token",
+        "client_id": CLIENT_ID,
+        "refresh_token": REFRESH,
+    }
+
+
+def test_rotated_refresh_token_is_used_next_time(
+    api: FakePartnerApi, make_tokens: MakeTokens, clock
+) -> None:
+    api.grant("t1", expires_in=300, refresh_token="r1")
+    api.grant("t2", expires_in=300, refresh_token="r2")
+    api.grant("t3", expires_in=300)
+    tokens = make_tokens()
+    for _ in range(3):
+        tokens.token(cycle(clock))
+        clock.advance(300)
+
+    assert [f.get("refresh_token") for f in api.token_forms()] == [None, "r1", "r2"]
+
+
+def test_refresh_answer_without_a_refresh_token_keeps_the_previous_one(
+    api: FakePartnerApi, make_tokens: MakeTokens, clock
+) -> None:
+    api.grant("t1", expires_in=300, refresh_token="r1")
+    api.grant("t2", expires_in=300)
+    api.grant("t3", expires_in=300)
+    tokens = make_tokens()
+    for _ in range(3):
+        tokens.token(cycle(clock))
+        clock.advance(300)
+
+    assert grant_types(api) == ["password", "refresh_token", "refresh_token"]
+    assert [f.get("refresh_token") for f in api.token_forms()] == [None, "r1", "r1"]
+
+
+@pytest.mark.parametrize("status", [400, 401])
+def test_refused_refresh_falls_back_to_one_password_grant(
+    api: FakePartnerApi, make_tokens: MakeTokens, clock, status: int
+) -> None:
+    api.grant("t1", expires_in=300, refresh_token="r1")
+    api.token_error(status, "invalid_grant", "refresh token expired")
+    api.grant("t2", expires_in=300)
+    tokens = make_tokens()
+    tokens.token(cycle(clock))
+    clock.advance(300)
+
+    assert tokens.token(cycle(clock)) == "t2"
+    assert grant_types(api) == ["password", "refresh_token", "password"]
+
+
+def test_refused_refresh_and_refused_password_fail_after_one_password_grant(
+    api: FakePartnerApi, make_tokens: MakeTokens, clock
+) -> None:
+    api.grant("t1", expires_in=300, refresh_token="r1")
+    api.token_error(400, "invalid_grant", "refresh token revoked")
+    api.token_error(400, "invalid_grant", "password changed")
+    tokens = make_tokens()
+    tokens.token(cycle(clock))
+    clock.advance(300)
+
+    with pytest.raises(AuthError, match="refused the password grant: invalid_grant"):
+        tokens.token(cycle(clock))
+
+    assert grant_types(api) == ["password", "refresh_token", "password"]
+
+
+def test_invalidated_token_is_renewed_on_the_next_request(
+    api: FakePartnerApi, make_tokens: MakeTokens, deadline: Deadline
+) -> None:
+    api.grant("t1")
+    api.grant("t2")
+    tokens = make_tokens()
+
+    tokens.invalidate(tokens.token(deadline))
+
+    assert tokens.token(deadline) == "t2"
+
+
+def test_invalidating_an_older_token_keeps_the_current_one(
+    api: FakePartnerApi, make_tokens: MakeTokens, deadline: Deadline
+) -> None:
+    api.grant("t1")
+    tokens = make_tokens()
+    tokens.token(deadline)
+
+    tokens.invalidate("some-older-token")
+
+    assert tokens.token(deadline) == "t1"
+    assert len(api.mock.calls) == 1
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "description", "expected"),
+    [
+        (
+            400,
+            "invalid_grant",
+            "The user name or password is incorrect.",
+            "token endpoint refused the password grant: invalid_grant: "
+            "The user name or password is incorrect.",
+        ),
+        (401, "invalid_client", None, "token endpoint refused the password grant: invalid_client"),
+        (
+            400,
+            "invalid_request",
+            "partnerId is required",
+            "token endpoint refused the password grant: invalid_request: partnerId is required",
+        ),
+    ],
+)
+def test_token_endpoint_refusal_fails_at_once_naming_the_cause(
+    api: FakePartnerApi,
+    make_tokens: MakeTokens,
+    deadline: Deadline,
+    clock,
+    status: int,
+    error: str,
+    description: str | None,
+    expected: str,
+) -> None:
+    api.token_error(status, error, description)
+
+    with pytest.raises(AuthError) as caught:
+        make_tokens().token(deadline)
+
+    refusal = caught.value
+    assert str(refusal) == expected
+    assert (refusal.status, refusal.oauth_error, refusal.endpoint) == (
+        status,
+        error,
+        "/oauth/token",
+    )
+    assert refusal.exit_code == 77
+    assert len(api.mock.calls) == 1
+    assert clock.sleeps == []
+
+
+def test_refusal_without_an_oauth_body_names_the_status(
+    api: FakePartnerApi, make_tokens: MakeTokens, deadline: Deadline
+) -> None:
+    api.token_reply(status=401, body=b"<html>Unauthorized</html>", content_type="text/html")
+
+    with pytest.raises(AuthError) as caught:
+        make_tokens().token(deadline)
+
+    assert str(caught.value) == "token endpoint refused the password grant: HTTP 401"
+    assert caught.value.oauth_error is None
+
+
+def test_refusal_text_is_one_printable_line(
+    api: FakePartnerApi, make_tokens: MakeTokens, deadline: Deadline
+) -> None:
+    api.token_error(400, "invalid_grant", "bad\ncredentials\x1b[31m" + "x" * 500)
+
+    with pytest.raises(AuthError) as caught:
+        make_tokens().token(deadline)
+
+    message = str(caught.value)
+    assert "\n" not in message and "\x1b" not in message
+    assert len(message) < 300
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 429])
+def test_token_endpoint_unavailable_is_retried_then_reported(
+    api: FakePartnerApi, make_tokens: MakeTokens, deadline: Deadline, clock, status: int
+) -> None:
+    api.token_reply(status=status, body=b"")
+
+    with pytest.raises(UnavailableError) as caught:
+        make_tokens(retries=3).token(deadline)
+
+    assert caught.value.status == status
+    assert caught.value.exit_code == 75
+    assert len(api.mock.calls) == 4
+    assert len(clock.sleeps) == 3
+
+
+def test_token_endpoint_recovering_from_a_5xx_gives_a_token(
+    api: FakePartnerApi, make_tokens: MakeTokens, deadline: Deadline, clock
+) -> None:
+    api.token_reply(status=503, body=b"")
+    api.grant(ACCESS)
+
+    assert make_tokens().token(deadline) == ACCESS
+    assert len(clock.sleeps) == 1
+
+
+def test_token_post_is_not_repeated_after_the_connection_dropped_mid_request(
+    api: FakePartnerApi, make_tokens: MakeTokens, deadline: Deadline
+) -> None:
+    """The server may have counted the attempt (lockouts); the next cycle tries again."""
+    api.token_reply(body=dropped_after_send())
+
+    with pytest.raises(UnavailableError):
+        make_tokens().token(deadline)
+
+    assert len(api.mock.calls) == 1
+
+
+def test_token_post_is_retried_when_the_connection_could_not_be_opened(
+    api: FakePartnerApi, make_tokens: MakeTokens, deadline: Deadline
+) -> None:
+    api.token_reply(body=connect_refused())
+    api.grant(ACCESS)
+
+    assert make_tokens().token(deadline) == ACCESS
+    assert len(api.mock.calls) == 2
+
+
+def test_other_token_endpoint_status_is_rejected(
+    api: FakePartnerApi, make_tokens: MakeTokens, deadline: Deadline
+) -> None:
+    api.token_reply(status=403, json={"error": "forbidden"})
+
+    with pytest.raises(RejectedError) as caught:
+        make_tokens().token(deadline)
+
+    assert str(caught.value) == "token endpoint answered HTTP 403"
+    assert len(api.mock.calls) == 1
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {"body": b"<html>login</html>", "content_type": "text/html"},
+        {"json": {"access_token": ACCESS, "token_type": "mac"}},
+        {"json": {"token_type": "Bearer"}},
+    ],
+)
+def test_unusable_token_answer_is_a_payload_error(
+    api: FakePartnerApi, make_tokens: MakeTokens, deadline: Deadline, reply: dict
+) -> None:
+    api.token_reply(**reply)
+
+    with pytest.raises(PayloadError) as caught:
+        make_tokens().token(deadline)
+
+    assert caught.value.endpoint == "/oauth/token"
+    assert_no_secret_in(caught.value)
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def test_refusal_never_repeats_the_password_even_when_the_server_echoes_it(
+    api: FakePartnerApi, make_tokens: MakeTokens, deadline: Deadline
+) -> None:
+    api.token_error(400, "invalid_grant", f"password '{PASSWORD}' is wrong for {EMAIL}")
+
+    with pytest.raises(AuthError) as caught:
+        make_tokens().token(deadline)
+
+    assert_no_secret_in(caught.value)
+    assert str(caught.value) == (
+        "token endpoint refused the password grant: invalid_grant: "
+        f"password '(redacted)' is wrong for {EMAIL}"
+    )
+
+
+def test_refused_refresh_never_repeats_the_refresh_token(
+    api: FakePartnerApi, make_tokens: MakeTokens, clock, caplog
+) -> None:
+    api.grant(ACCESS, expires_in=300, refresh_token=REFRESH)
+    api.token_error(400, "invalid_grant", f"unknown refresh token {REFRESH}")
+    api.token_error(400, "invalid_grant", f"bad password {PASSWORD}")
+    tokens = make_tokens()
+    tokens.token(cycle(clock))
+    clock.advance(300)
+
+    with pytest.raises(AuthError) as caught:
+        tokens.token(cycle(clock))
+
+    assert_no_secret_in(caught.value)
+    for secret in (PASSWORD, ACCESS, REFRESH):
+        assert secret not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {"status": 503, "body": f"password={PASSWORD}".encode()},
+        {"body": dropped_after_send()},
+        {"status": 404, "body": PASSWORD.encode()},
+        {"status": 200, "body": f"access_token={ACCESS}".encode()},
+    ],
+)
+def test_no_token_error_carries_the_password(
+    api: FakePartnerApi, make_tokens: MakeTokens, deadline: Deadline, reply: dict
+) -> None:
+    api.token_reply(**reply)
+
+    with pytest.raises(RemoteError) as caught:
+        make_tokens(retries=0).token(deadline)
+
+    assert_no_secret_in(caught.value)
+
+
+def test_credentials_repr_hides_the_password() -> None:
+    credentials = Credentials(CLIENT_ID, EMAIL, PASSWORD)
+
+    assert PASSWORD not in repr(credentials)
+    assert PASSWORD not in str(credentials)
+
+
+def test_secrets_lists_the_password_and_the_current_tokens(
+    api: FakePartnerApi, make_tokens: MakeTokens, deadline: Deadline
+) -> None:
+    api.grant(ACCESS, refresh_token=REFRESH)
+    tokens = make_tokens()
+
+    assert tokens.secrets() == [PASSWORD]
+    tokens.token(deadline)
+    assert sorted(tokens.secrets()) == sorted([PASSWORD, ACCESS, REFRESH])
+
+
+# --------------------------------------------------------------------------- partner id
+
+
+def test_partner_id_comes_from_the_token_claim_when_not_configured(
+    api: FakePartnerApi, make_tokens: MakeTokens, deadline: Deadline
+) -> None:
+    api.grant(jwt({"sub": "u1", "partnerId": 10042}))
+    tokens = make_tokens()
+
+    assert tokens.partner_id == ""
+    tokens.token(deadline)
+    assert tokens.partner_id == "10042"
+
+
+def test_configured_partner_id_wins_over_the_claim(
+    api: FakePartnerApi, make_tokens: MakeTokens, deadline: Deadline
+) -> None:
+    api.grant(jwt({"partnerId": "from-token"}))
+    tokens = make_tokens(partner_id="configured")
+
+    tokens.token(deadline)
+
+    assert tokens.partner_id == "configured"
+
+
+def test_partner_id_is_empty_for_an_opaque_token(
+    api: FakePartnerApi, make_tokens: MakeTokens, deadline: Deadline
+) -> None:
+    api.grant("opaque-token")
+    tokens = make_tokens()
+
+    tokens.token(deadline)
+
+    assert tokens.partner_id == ""
