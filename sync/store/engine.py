@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,17 +29,24 @@ def create_engine(url: str, *, lock_wait_seconds: float = 5.0, **kwargs: Any) ->
     backend = parsed.get_backend_name()
     connect_args: dict[str, Any] = {}
     options: dict[str, Any] = {"pool_pre_ping": True, "json_serializer": canonical_json}
+    # A row or table lock held by another writer fails the statement after the lock wait, as
+    # SQLite's busy timeout does, instead of stalling the cycle for ever ('database locked': 75).
     if backend == "postgresql":
+        lock_timeout_ms = max(1, round(lock_wait_seconds * 1000))
         connect_args = {
             "connect_timeout": CONNECT_TIMEOUT_SECONDS,
             "application_name": "comm100-sync",
-            "options": "-c timezone=UTC",
+            "options": f"-c timezone=UTC -c lock_timeout={lock_timeout_ms}",
         }
     elif backend in ("mysql", "mariadb"):
+        lock_timeout_s = max(1, math.ceil(lock_wait_seconds))
         connect_args = {
             "connect_timeout": CONNECT_TIMEOUT_SECONDS,
             "charset": "utf8mb4",
-            "init_command": "SET time_zone = '+00:00'",
+            "init_command": (
+                f"SET time_zone = '+00:00', innodb_lock_wait_timeout = {lock_timeout_s}, "
+                f"lock_wait_timeout = {lock_timeout_s}"
+            ),
         }
     elif backend == "sqlite":
         connect_args = {"timeout": lock_wait_seconds}

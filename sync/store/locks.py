@@ -1,8 +1,8 @@
 """Named cross-process locks: one cycle per partner and resource at a time, one migration at a time.
 
-PostgreSQL: a session advisory lock; MariaDB/MySQL: GET_LOCK; SQLite: flock on a file beside
-the database. Each dies with its holder (connection closed, process exited), so a killed job
-never leaves a lock behind.
+PostgreSQL: a session advisory lock; MariaDB/MySQL: GET_LOCK, named per database since its
+names are server-wide; SQLite: flock on a file beside the database. Each dies with its holder
+(connection closed, process exited), so a killed job never leaves a lock behind.
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ def _pg_key(name: str) -> int:
     )
 
 
-def _mysql_name(name: str) -> str:
-    # GET_LOCK names are limited to 64 characters.
-    return "comm100-sync/" + hashlib.blake2b(name.encode(), digest_size=20).hexdigest()
+def _mysql_name(database: str | None, name: str) -> str:
+    # GET_LOCK names are server-wide (advisory locks are per database) and at most 64 characters.
+    scoped = f"{database or ''}/{name}"
+    return "comm100-sync/" + hashlib.blake2b(scoped.encode(), digest_size=20).hexdigest()
 
 
 def _poll(try_once: Callable[[], bool], wait_seconds: float) -> bool:
@@ -71,7 +72,7 @@ def named_lock(engine: Engine, name: str, wait_seconds: float) -> Iterator[bool]
                 )
             release = sa.text("SELECT pg_advisory_unlock(:k)").bindparams(k=key)
         elif backend in ("mysql", "mariadb"):
-            lock_name = _mysql_name(name)
+            lock_name = _mysql_name(engine.url.database, name)
             with translate_errors("taking the sync lock"):
                 got = conn.execute(
                     sa.text("SELECT GET_LOCK(:n, :t)"), {"n": lock_name, "t": wait_seconds}

@@ -1,0 +1,424 @@
+"""run_once end to end against the emulator: tables, audit trail and run rows on every backend."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from sync import store
+from sync.emulator import (
+    DEFAULT_CLIENT_ID,
+    DEFAULT_EMAIL,
+    DEFAULT_PARTNER_ID,
+    DEFAULT_PASSWORD,
+    DEFAULT_PLATFORMS,
+    Emulator,
+    Fault,
+)
+from sync.errors import EX_DATAERR, EX_NOPERM, EX_OK, EX_TEMPFAIL, PayloadError
+from sync.job import RunResult, lock_name, run_once
+from sync.resources import PLATFORMS
+from sync.schema import platform_audit, platforms, sync_runs
+from sync.settings import Settings
+from sync.store.runs import ABANDONED_ERROR
+from sync.wiring import build_client, build_engine, cycle_options
+
+from .tables import contents, runs, synced_tables
+
+if TYPE_CHECKING:
+    from ..conftest import FakeClock
+
+pytestmark = pytest.mark.db
+
+PAYLOAD_FAULTS = (
+    "malformed_json",
+    "html",
+    "object",
+    "wrong_types",
+    "duplicate_conflict",
+    "non_utf8",
+)
+COUNT_KEYS = ("fetched", "inserted", "updated", "deleted", "restored", "unchanged")
+SUBPROCESS_TIMEOUT_SECONDS = 60
+
+
+def settings_for(emulator: Emulator, database_url: str, **overrides: Any) -> Settings:
+    """Settings as `once` would load them, pointed at the emulator, with no file sources."""
+    values: dict[str, Any] = {
+        "client_id": DEFAULT_CLIENT_ID,
+        "email": DEFAULT_EMAIL,
+        "password": DEFAULT_PASSWORD,
+        "auth_url": emulator.auth_url,
+        "api_url": emulator.api_url,
+        "database_url": database_url,
+        "http_retries": 2,
+        "lock_wait_seconds": 0.5,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, _secrets_dir=None, **values)
+
+
+@pytest.fixture
+def cycle(emulator: Emulator, database_url: str, clock: FakeClock) -> Callable[..., RunResult]:
+    """Run one cycle wired from settings (retry waits go to the fake clock)."""
+
+    def run(**overrides: Any) -> RunResult:
+        settings = settings_for(emulator, database_url, **overrides)
+        engine = build_engine(settings)
+        try:
+            client = build_client(settings, sleep=clock.sleep)
+            return run_once(engine, client, cycle_options(settings))
+        finally:
+            engine.dispose()
+
+    return run
+
+
+def counts(**changed: int) -> dict[str, int]:
+    return {key: changed.get(key, 0) for key in COUNT_KEYS}
+
+
+def run_counts(row: dict[str, Any]) -> dict[str, int]:
+    return {key: row[key] for key in COUNT_KEYS}
+
+
+def test_first_cycle_inserts_the_platforms_and_records_a_successful_run(
+    cycle: Callable[..., RunResult], engine: Engine
+) -> None:
+    result = cycle()
+
+    assert (result.status, result.exit_code, result.error) == ("success", EX_OK, None)
+    assert result.counts == counts(fetched=3, inserted=3)
+    (run,) = runs(engine)
+    assert run["id"] == result.run_id
+    assert (run["status"], run["resource"], run["error"]) == ("success", "platforms", None)
+    assert run_counts(run) == result.counts
+    assert run["started_at"] <= run["finished_at"] <= datetime.now(UTC)
+    rows = contents(engine, platforms)
+    assert [(r["id"], r["name"], r["raw"]) for r in rows] == [
+        (p["id"], p["name"], p) for p in DEFAULT_PLATFORMS
+    ]
+    audit = contents(engine, platform_audit)
+    assert [(a["run_id"], a["action"]) for a in audit] == [(run["id"], "insert")] * 3
+
+
+def test_second_cycle_without_change_writes_only_its_run_row(
+    cycle: Callable[..., RunResult], engine: Engine
+) -> None:
+    cycle()
+    before = synced_tables(engine)
+
+    result = cycle()
+
+    assert (result.status, result.exit_code) == ("success", EX_OK)
+    assert result.counts == counts(fetched=3, unchanged=3)
+    assert synced_tables(engine) == before
+    assert [r["status"] for r in runs(engine)] == ["success", "success"]
+    assert run_counts(runs(engine)[-1]) == result.counts
+
+
+def test_changes_on_the_api_are_applied_and_audited_by_the_next_cycle(
+    cycle: Callable[..., RunResult], emulator: Emulator, engine: Engine
+) -> None:
+    cycle()
+    us, eu, _au = DEFAULT_PLATFORMS
+    emulator.set_platforms([{**us, "name": "USA"}, eu, {"id": 999, "name": "SG"}])
+
+    result = cycle()
+
+    assert result.counts == counts(fetched=3, inserted=1, updated=1, deleted=1, unchanged=1)
+    audit = [a for a in contents(engine, platform_audit) if a["run_id"] == result.run_id]
+    assert sorted((a["platform_id"], a["action"]) for a in audit) == [
+        (100, "update"),
+        (300, "delete"),
+        (999, "insert"),
+    ]
+
+
+def test_partner_id_comes_from_the_tokens_partnerId_claim(
+    cycle: Callable[..., RunResult], emulator: Emulator, engine: Engine
+) -> None:
+    result = cycle()
+
+    assert result.partner_id == DEFAULT_PARTNER_ID == "10000"
+    assert {r["partner_id"] for r in contents(engine, platforms)} == {"10000"}
+    assert {a["partner_id"] for a in contents(engine, platform_audit)} == {"10000"}
+    assert runs(engine)[0]["partner_id"] == "10000"
+    token_requests = [r for r in emulator.requests if r.path.endswith("/oauth/token")]
+    assert token_requests and all("partnerId" not in r.query for r in token_requests)
+
+
+def unsigned_jwt(claims: dict[str, Any]) -> str:
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}.sig"
+
+
+def test_configured_partner_id_overrides_the_claim(
+    cycle: Callable[..., RunResult], emulator: Emulator, engine: Engine
+) -> None:
+    """The token says 10000; SYNC_PARTNER_ID=20000 wins and is sent to the token endpoint."""
+    token = {"access_token": unsigned_jwt({"partnerId": "10000"}), "token_type": "Bearer"}
+    emulator.inject("token", Fault("raw", body=json.dumps(token).encode()))
+    emulator.inject("platforms", Fault("raw", body=json.dumps(DEFAULT_PLATFORMS).encode()))
+
+    result = cycle(partner_id="20000")
+
+    assert (result.status, result.partner_id) == ("success", "20000")
+    assert {r["partner_id"] for r in contents(engine, platforms)} == {"20000"}
+    assert runs(engine)[0]["partner_id"] == "20000"
+    (token_request,) = [r for r in emulator.requests if r.path.endswith("/oauth/token")]
+    assert token_request.query.get("partnerId") == "20000"
+
+
+@pytest.mark.parametrize("kind", PAYLOAD_FAULTS)
+def test_bad_payload_fails_with_65_and_leaves_the_tables_untouched(
+    kind: str, cycle: Callable[..., RunResult], emulator: Emulator, engine: Engine
+) -> None:
+    """The list behind the fault holds a rename and a new platform that must not be written."""
+    cycle()
+    us, eu, au = DEFAULT_PLATFORMS
+    emulator.set_platforms([{**us, "name": "USA"}, eu, au, {"id": 400, "name": "new"}])
+    before = synced_tables(engine)
+    emulator.inject("platforms", Fault(kind), times=None)
+
+    result = cycle()
+
+    assert (result.status, result.exit_code) == ("failed", EX_DATAERR)
+    assert isinstance(result.error, PayloadError)
+    assert synced_tables(engine) == before
+    run = runs(engine)[-1]
+    assert (run["id"], run["status"], run["partner_id"]) == (result.run_id, "failed", "10000")
+    assert run["error"] == str(result.error)
+    assert "/global/platforms" in run["error"] and "\n" not in run["error"]
+    assert run["finished_at"] is not None
+
+
+def test_too_many_deletes_fail_with_65_and_leave_the_tables_untouched(
+    cycle: Callable[..., RunResult], emulator: Emulator, engine: Engine
+) -> None:
+    """An empty answer must not wipe the table."""
+    cycle()
+    before = synced_tables(engine)
+    emulator.set_platforms([])
+
+    result = cycle(max_delete_fraction=0.5)
+
+    assert (result.status, result.exit_code) == ("failed", EX_DATAERR)
+    assert synced_tables(engine) == before
+    run = runs(engine)[-1]
+    assert run["status"] == "failed"
+    assert run["error"] == str(result.error)
+    assert "SYNC_MAX_DELETE_FRACTION" in run["error"]
+
+
+def test_api_unavailable_after_the_retries_fails_with_75_and_is_recorded(
+    cycle: Callable[..., RunResult], emulator: Emulator, engine: Engine, clock: FakeClock
+) -> None:
+    emulator.inject("platforms", Fault("status", status=503), times=None)
+
+    result = cycle(http_retries=2)
+
+    assert (result.status, result.exit_code) == ("failed", EX_TEMPFAIL)
+    assert emulator.stats["platforms_fault"] == 3
+    assert len(clock.sleeps) == 2
+    (run,) = runs(engine)
+    assert (run["status"], run["partner_id"]) == ("failed", "10000")
+    assert "503" in run["error"]
+    assert synced_tables(engine) == {"platforms": [], "platform_audit": []}
+
+
+def test_wrong_password_fails_with_77_and_is_recorded_without_a_partner(
+    cycle: Callable[..., RunResult], emulator: Emulator, engine: Engine
+) -> None:
+    result = cycle(password="not-the-password")
+
+    assert (result.status, result.exit_code, result.partner_id) == ("failed", EX_NOPERM, "")
+    assert emulator.stats["token_rejected"] == 1
+    (run,) = runs(engine)
+    assert (run["status"], run["partner_id"]) == ("failed", "")
+    assert run["finished_at"] is not None
+    assert "invalid_grant" in run["error"]
+    assert "not-the-password" not in run["error"]
+    assert emulator.stats["platforms_ok"] == 0
+
+
+def insert_running_row(engine: Engine, *, partner_id: str, resource: str = "platforms") -> int:
+    """What a process killed in the middle of a cycle leaves behind."""
+    with engine.begin() as conn:
+        result = conn.execute(
+            sa.insert(sync_runs).values(
+                resource=resource,
+                partner_id=partner_id,
+                started_at=datetime(2026, 1, 1, tzinfo=UTC),
+                status="running",
+            )
+        )
+        return int(result.inserted_primary_key[0])
+
+
+def test_run_left_running_is_marked_abandoned_by_the_next_cycle(
+    cycle: Callable[..., RunResult], engine: Engine
+) -> None:
+    """Only the partner's own 'running' rows: another partner's may belong to a live process."""
+    mine = insert_running_row(engine, partner_id="10000")
+    other_partner = insert_running_row(engine, partner_id="20000")
+
+    result = cycle()
+
+    assert result.status == "success"
+    by_id = {r["id"]: r for r in runs(engine)}
+    assert (by_id[mine]["status"], by_id[mine]["error"]) == ("failed", ABANDONED_ERROR)
+    assert by_id[mine]["finished_at"] is not None
+    assert by_id[other_partner]["status"] == "running"
+    assert by_id[result.run_id]["status"] == "success"
+
+
+def test_cycle_is_skipped_while_another_process_holds_the_partner_lock(
+    cycle: Callable[..., RunResult], emulator: Emulator, engine: Engine
+) -> None:
+    with store.named_lock(engine, lock_name(PLATFORMS, "10000"), 0) as held:
+        assert held
+        result = cycle(lock_wait_seconds=0.2)
+
+    assert (result.status, result.exit_code, result.error) == ("skipped", EX_OK, None)
+    (run,) = runs(engine)
+    assert (run["id"], run["status"], run["error"]) == (result.run_id, "skipped", None)
+    assert run["finished_at"] is not None
+    assert synced_tables(engine) == {"platforms": [], "platform_audit": []}
+    assert emulator.stats["platforms_ok"] == 0
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[str]]]:
+    """Subprocesses the test starts; any still alive at the end are killed."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=10)
+
+
+def start_once(env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "sync", "once"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_cycle_after_a_killed_process_marks_its_run_abandoned_and_succeeds(
+    cycle: Callable[..., RunResult],
+    emulator: Emulator,
+    engine: Engine,
+    database_url: str,
+    sync_env: Callable[..., dict[str, str]],
+    processes: list[subprocess.Popen[str]],
+) -> None:
+    """SIGKILL while the fetch is in flight: the lock dies with it, the run row stays 'running'."""
+    emulator.inject("platforms", Fault("delay", delay_seconds=30), times=1)
+    victim = start_once(sync_env(database_url))
+    processes.append(victim)
+    wait_for(lambda: emulator.stats["platforms_fault"] == 1)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+    (left,) = runs(engine)
+    assert left["status"] == "running"
+
+    result = cycle()
+
+    assert (result.status, result.counts["inserted"]) == ("success", 3)
+    first, second = runs(engine)
+    assert (first["id"], first["status"], first["error"]) == (left["id"], "failed", ABANDONED_ERROR)
+    assert second["status"] == "success"
+
+
+@pytest.fixture
+def fetch_barrier(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The emulator answers the platform list only once two requests wait for it (or after 1 s).
+
+    Two fetches that overlap at all are then answered at the same instant, so two unguarded
+    cycles would diff and write at the same time.
+    """
+    barrier = threading.Barrier(2, timeout=1.0)
+    answer = emulator._answer
+
+    def gated(endpoint: str, incoming: Any) -> Any:
+        if endpoint == "platforms":
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait()
+        return answer(endpoint, incoming)
+
+    monkeypatch.setattr(emulator, "_answer", gated)
+
+
+def test_two_once_processes_started_together_audit_each_change_once(
+    fetch_barrier: None,
+    engine: Engine,
+    database_url: str,
+    sync_env: Callable[..., dict[str, str]],
+    processes: list[subprocess.Popen[str]],
+) -> None:
+    env = sync_env(database_url)
+    processes.extend([start_once(env), start_once(env)])
+
+    outputs = [process.communicate(timeout=SUBPROCESS_TIMEOUT_SECONDS) for process in processes]
+
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    audit = Counter((a["platform_id"], a["action"]) for a in contents(engine, platform_audit))
+    assert audit == {(p["id"], "insert"): 1 for p in DEFAULT_PLATFORMS}
+    statuses = sorted(r["status"] for r in runs(engine))
+    assert statuses in (["skipped", "success"], ["success", "success"])
+    assert sorted(r["inserted"] for r in runs(engine)) == [0, 3]
+
+
+def test_cycle_blocked_by_another_writer_fails_with_75_after_the_lock_wait(
+    cycle: Callable[..., RunResult], emulator: Emulator, engine: Engine
+) -> None:
+    """A row or table lock held elsewhere is 'database locked' (75), not a cycle that never ends."""
+    cycle()
+    us, eu, au = DEFAULT_PLATFORMS
+    emulator.set_platforms([{**us, "name": "USA"}, eu, au])
+    outcome: list[RunResult] = []
+    with engine.connect() as blocker, blocker.begin():
+        blocker.execute(
+            sa.update(platforms).where(platforms.c.id == us["id"]).values(name="locked")
+        )
+        worker = threading.Thread(target=lambda: outcome.append(cycle(lock_wait_seconds=0.5)))
+        started = time.monotonic()
+        worker.start()
+        worker.join(10)
+        elapsed = time.monotonic() - started
+        blocker.rollback()
+    worker.join(60)
+
+    assert elapsed < 10, "the cycle waited for the lock for ever"
+    (result,) = outcome
+    assert (result.status, result.exit_code) == ("failed", EX_TEMPFAIL)
+    assert [a["run_id"] for a in contents(engine, platform_audit)] == [runs(engine)[0]["id"]] * 3
+    assert "running" not in [r["status"] for r in runs(engine)]
