@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import re
 import signal
@@ -362,14 +363,23 @@ def test_wrong_method_is_405(emu: Emulator, method: str, path: str) -> None:
     assert "Allow" in response.headers
 
 
-def test_keep_alive_session_reuses_one_connection(emu: Emulator) -> None:
-    with requests.Session() as session:
-        token = session.post(emu.auth_url, data=password_form(), timeout=TIMEOUT).json()
-        headers = {"Authorization": f"Bearer {token['access_token']}"}
-        url = emu.api_url + "/global/platforms"
-        statuses = [session.get(url, headers=headers, timeout=TIMEOUT).status_code for _ in "ab"]
-    assert statuses == [200, 200]
-    assert len({r.client_ip for r in emu.requests}) == 1
+def test_connections_are_kept_alive_between_requests(emu: Emulator) -> None:
+    """HTTP/1.1 keep-alive, as a requests.Session expects of the real API."""
+    connection = http.client.HTTPConnection(emu.host, int(emu.url.rsplit(":", 1)[1]), TIMEOUT)
+    try:
+        answers = []
+        for _ in range(2):
+            connection.request("GET", "/v4/global/platforms")
+            response = connection.getresponse()
+            answers.append((response.status, response.will_close, json.loads(response.read())))
+            sock = connection.sock
+            assert sock is not None
+            if not answers[1:]:
+                first_sock = sock
+        assert connection.sock is first_sock
+    finally:
+        connection.close()
+    assert [(status, will_close) for status, will_close, _ in answers] == [(401, False)] * 2
 
 
 # -- request log and stats ----------------------------------------------------------------
@@ -816,13 +826,17 @@ def test_stop_is_prompt_while_a_drip_is_running() -> None:
 
     client = threading.Thread(target=slow_client)
     client.start()
-    assert first_byte.wait(TIMEOUT)
-    started = time.monotonic()
-    emu.stop()
-    elapsed = time.monotonic() - started
-    client.join(TIMEOUT)
+    try:
+        assert first_byte.wait(TIMEOUT)
+        started = time.monotonic()
+        emu.stop()
+        elapsed = time.monotonic() - started
+    finally:
+        emu.stop()
+        client.join(TIMEOUT)
     assert elapsed < 1.0
     assert not client.is_alive()
+    assert outcome, "the client saw the drip cut short"
     with pytest.raises(requests.exceptions.ConnectionError):
         get_platforms(emu)
 

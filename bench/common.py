@@ -1,0 +1,295 @@
+"""Shared plumbing for the benchmarks: throwaway databases, the emulator process, measured children.
+
+Nothing here is timed itself; it sets the stage for what bench/run.py measures.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+import sqlalchemy as sa
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+RESULTS = BENCH / "results"
+PYTHON = sys.executable
+COMM100_SYNC = str(Path(sys.executable).parent / "comm100-sync")
+
+# Same defaults as tests/conftest.py: the local servers, admin URLs.
+ADMIN_URLS = {
+    "postgresql": os.environ.get(
+        "SYNC_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    ),
+    "mariadb": os.environ.get("SYNC_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/mysql"),
+}
+BACKENDS = ("sqlite", "postgresql", "mariadb")
+CREDENTIALS = {
+    "SYNC_CLIENT_ID": "demo-client",
+    "SYNC_EMAIL": "demo@example.com",
+    "SYNC_PASSWORD": "demo-password",
+}
+_PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+# --------------------------------------------------------------------------- data
+
+
+def platform_list(n: int) -> list[dict[str, Any]]:
+    """N platforms shaped like the API's: an integer id and a name."""
+    return [{"id": 100_000 + i, "name": f"Platform {i:06d}"} for i in range(n)]
+
+
+def changed_list(n: int) -> list[dict[str, Any]]:
+    """platform_list(n) with 1 % renamed and 0.1 % removed (disjoint), at least one of each."""
+    step_rename = max(1, min(100, n))
+    step_remove = max(1, min(1000, n))
+    out = []
+    for i, item in enumerate(platform_list(n)):
+        if i % step_remove == step_remove // 2 + 1 and n > 1:
+            continue
+        if i % step_rename == 0:
+            item = {**item, "name": item["name"] + " (renamed)"}
+        out.append(item)
+    return out
+
+
+# --------------------------------------------------------------------------- databases
+
+
+class Databases:
+    """Creates throwaway databases (SQLite files in a temp folder) and drops them again."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="c100bench-"))
+        self.created: list[tuple[str, str]] = []
+        self.available: dict[str, str | None] = {"sqlite": None}
+        for backend, url in ADMIN_URLS.items():
+            try:
+                probe = sa.create_engine(url, connect_args={"connect_timeout": 5})
+                with probe.connect():
+                    pass
+                probe.dispose()
+                self.available[backend] = None
+            except Exception as error:  # a missing server is reported, not fatal
+                self.available[backend] = f"{type(error).__name__}: {error}".splitlines()[0]
+
+    def usable(self, backend: str) -> bool:
+        return backend in self.available and self.available[backend] is None
+
+    def create(self, backend: str) -> str:
+        name = f"c100bench_{uuid.uuid4().hex[:10]}"
+        if backend == "sqlite":
+            url = f"sqlite:///{self.folder / (name + '.db')}"
+            self.created.append((backend, url))
+            return url
+        admin = sa.create_engine(ADMIN_URLS[backend], isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                if backend == "postgresql":
+                    conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+                else:
+                    conn.exec_driver_sql(
+                        f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+                    )
+        finally:
+            admin.dispose()
+        admin_url = sa.engine.make_url(ADMIN_URLS[backend])
+        rendered = admin_url.set(database=name).render_as_string(hide_password=False)
+        self.created.append((backend, rendered))
+        return rendered
+
+    def drop(self, url: str) -> None:
+        backend = backend_of(url)
+        if backend == "sqlite":
+            path = Path(sa.engine.make_url(url).database or "")
+            for leftover in path.parent.glob(path.name + "*"):
+                leftover.unlink(missing_ok=True)
+            return
+        name = sa.engine.make_url(url).database
+        admin = sa.create_engine(ADMIN_URLS[backend], isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                if backend == "postgresql":
+                    conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                else:
+                    conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+        finally:
+            admin.dispose()
+
+    def drop_all(self) -> None:
+        for _backend, url in self.created:
+            with contextlib.suppress(Exception):
+                self.drop(url)
+        self.created.clear()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def backend_of(url: str) -> str:
+    name = sa.engine.make_url(url).get_backend_name()
+    return "mariadb" if name == "mysql" else name
+
+
+def migrate_project(url: str) -> None:
+    """Bring a fresh database to the project's head revision (outside any timing)."""
+    from sync.migrate import upgrade
+    from sync.store import create_engine
+
+    engine = create_engine(url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+def empty_tables(url: str, tables: tuple[str, ...]) -> None:
+    """Delete every row of `tables` (children first), leaving the schema in place."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for table in tables:
+                conn.exec_driver_sql(f"DELETE FROM {table}")
+    finally:
+        engine.dispose()
+
+
+PROJECT_TABLES = ("platform_audit", "platforms", "sync_runs")
+BASELINE_TABLES = ("baseline_audit", "baseline_platforms")
+
+
+# --------------------------------------------------------------------------- emulator
+
+
+class EmulatorProcess:
+    """bench/emulator_server.py in its own process (so its CPU and memory are not measured)."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [PYTHON, str(BENCH / "emulator_server.py")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=child_env(),
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        if not line.startswith("http://"):
+            self.proc.kill()
+            raise RuntimeError(f"the emulator did not start: {line!r}")
+        self.url = line
+        self.auth_url = f"{line}/oauth/token"
+        self.api_url = f"{line}/v4"
+        self.control = requests.Session()
+
+    def set_platforms(self, platforms: list[dict[str, Any]]) -> None:
+        body = json.dumps(platforms).encode()
+        reply = self.control.put(f"{self.url}/_emulator/platforms", data=body, timeout=120)
+        reply.raise_for_status()
+
+    def clear_requests(self) -> None:
+        self.control.delete(f"{self.url}/_emulator/requests", timeout=30).raise_for_status()
+
+    def requests(self) -> list[dict[str, Any]]:
+        reply = self.control.get(f"{self.url}/_emulator/requests", timeout=30)
+        reply.raise_for_status()
+        records: list[dict[str, Any]] = reply.json()
+        return records
+
+    def stop(self) -> None:
+        self.control.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# --------------------------------------------------------------------------- children
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The current environment without SYNC_* settings or proxies, plus `extra`."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SYNC_") and k.upper() not in _PROXY_VARS
+    }
+    env.update(extra)
+    return env
+
+
+@dataclass
+class ChildRun:
+    returncode: int
+    wall_seconds: float
+    cpu_seconds: float
+    maxrss_mb: float
+    stdout: str
+    stderr: str
+
+
+def run_measured(cmd: list[str], env: dict[str, str], cwd: Path, timeout: float = 600) -> ChildRun:
+    """Run `cmd` to completion through bench/launch.py: its wall time, CPU and peak RSS.
+
+    Wall time runs from fork to exit of the command (interpreter start and imports included);
+    CPU and peak RSS are the command's own rusage, read by the small launcher (see launch.py
+    for why the runner cannot read them itself).
+    """
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        tempfile.NamedTemporaryFile("r", suffix=".rusage") as usage,
+    ):
+        proc = subprocess.run(
+            [PYTHON, "-S", str(BENCH / "launch.py"), usage.name, *cmd],
+            env=env,
+            cwd=cwd,
+            stdout=out,
+            stderr=err,
+            timeout=timeout,
+            check=False,
+        )
+        fields = usage.read().split()
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode(errors="replace")
+        stderr = err.read().decode(errors="replace")
+        if proc.returncode != 0 or len(fields) != 4:
+            raise RuntimeError(f"launcher failed ({proc.returncode}): {stderr[-2000:]}")
+        wall, cpu, maxrss_kb, code = fields
+        return ChildRun(
+            returncode=int(code),
+            wall_seconds=float(wall),
+            cpu_seconds=float(cpu),
+            maxrss_mb=int(maxrss_kb) / 1024,  # kilobytes on Linux
+            stdout=stdout,
+            stderr=stderr,
+        )
+
+
+def launcher_floor_mb(cwd: Path) -> float:
+    """Peak RSS the launcher itself lends a command (what `true` reports)."""
+    return run_measured(["true"], child_env(), cwd).maxrss_mb
+
+
+@contextlib.contextmanager
+def workdir() -> Iterator[Path]:
+    """An empty working directory for children, so no .env of the checkout is read."""
+    folder = Path(tempfile.mkdtemp(prefix="c100bench-cwd-"))
+    (folder / "no-secrets").mkdir()
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

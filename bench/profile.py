@@ -1,0 +1,176 @@
+"""Profiles of the project's costly paths, written to bench/results/profiles/ (needs pyinstrument).
+
+    python bench/profile.py                      # 100,000 platforms on PostgreSQL + cold start
+    python bench/profile.py --n 100000 --backend sqlite
+    python bench/profile.py --only cold
+
+For each of first / changed / no-change cycles: a fresh process runs one `run_once` under
+pyinstrument (imports and settings before the profiler starts) and writes NAME.txt and NAME.html.
+Cold start: `pyinstrument -m sync once` and `python -X importtime -m sync once` on a database
+already at head with nothing to change (importtime.txt, sorted by cumulative time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    CREDENTIALS,
+    PYTHON,
+    RESULTS,
+    Databases,
+    EmulatorProcess,
+    changed_list,
+    child_env,
+    migrate_project,
+    platform_list,
+    workdir,
+)
+
+PROFILES = RESULTS / "profiles"
+
+
+def profile_one_cycle(db: str, emulator: str, out: str) -> None:
+    """Child process: one project cycle under pyinstrument."""
+    from pyinstrument import Profiler
+    from sync import logs
+    from sync.job import run_once
+    from sync.settings import Settings
+    from sync.wiring import build_client, build_engine, cycle_options
+
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        _secrets_dir=None,
+        client_id=CREDENTIALS["SYNC_CLIENT_ID"],
+        email=CREDENTIALS["SYNC_EMAIL"],
+        password=CREDENTIALS["SYNC_PASSWORD"],  # type: ignore[arg-type]
+        auth_url=f"{emulator}/oauth/token",
+        api_url=f"{emulator}/v4",
+        database_url=db,
+        max_delete_fraction=1.0,
+    )
+    logs.configure(fmt="text", level="INFO")
+    engine = build_engine(settings)
+    client = build_client(settings)
+    profiler = Profiler(interval=0.0005)
+    profiler.start()
+    result = run_once(engine, client, cycle_options(settings))
+    profiler.stop()
+    engine.dispose()
+    if result.status != "success":
+        raise SystemExit(f"cycle {result.status}: {result.error}")
+    Path(out + ".txt").write_text(profiler.output_text(unicode=True, color=False))
+    # Self time per function, libraries included: where the CPU actually goes.
+    flat = profiler.output_text(unicode=True, color=False, flat=True, show_all=True)
+    Path(out + ".flat.txt").write_text(flat)
+    Path(out + ".html").write_text(profiler.output_html())
+    assert profiler.last_session is not None
+    profiler.last_session.save(out + ".pyisession")  # `pyinstrument --load` re-renders it
+
+
+def profile_cycles(dbs: Databases, emu: EmulatorProcess, n: int, backend: str, cwd: Path) -> None:
+    url = dbs.create(backend)
+    migrate_project(url)
+    lists = {"first": platform_list(n), "changed": changed_list(n)}
+    lists["nochange"] = lists["changed"]
+    for phase, objects in lists.items():
+        emu.set_platforms(objects)
+        out = PROFILES / f"{backend}-{n}-{phase}"
+        cmd = [PYTHON, __file__, "_cycle", "--db", url, "--emulator", emu.url, "--out", str(out)]
+        subprocess.run(cmd, env=child_env(), cwd=cwd, check=True)
+        print(f"wrote {out}.txt")
+    dbs.drop(url)
+
+
+def profile_cold(dbs: Databases, emu: EmulatorProcess, cwd: Path) -> None:
+    emu.set_platforms(platform_list(3))
+    url = dbs.create("sqlite")
+    migrate_project(url)
+    env = child_env(
+        **CREDENTIALS,
+        SYNC_AUTH_URL=emu.auth_url,
+        SYNC_API_URL=emu.api_url,
+        SYNC_DATABASE_URL=url,
+        SYNC_ENV_FILE="",
+        SYNC_SECRETS_DIR=str(cwd / "no-secrets"),
+    )
+    subprocess.run([PYTHON, "-m", "sync", "once"], env=env, cwd=cwd, check=True)  # populate
+    out = PROFILES / "cold-once.txt"
+    subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "pyinstrument",
+            "-i",
+            "0.0002",
+            "-r",
+            "text",
+            "-o",
+            str(out),
+            "-m",
+            "sync",
+            "once",
+        ],
+        env=env,
+        cwd=cwd,
+        check=True,
+    )
+    print(f"wrote {out}")
+    proc = subprocess.run(
+        [PYTHON, "-X", "importtime", "-m", "sync", "once"],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = []
+    for line in proc.stderr.splitlines():
+        parts = line.removeprefix("import time:").split("|")
+        if line.startswith("import time:") and len(parts) == 3 and parts[0].strip().isdigit():
+            rows.append((int(parts[1]), int(parts[0]), parts[2].rstrip()))
+    rows.sort(reverse=True)
+    text = ["cumulative_us  self_us  module (sorted by cumulative)"]
+    text += [f"{cum:>13}  {own:>7}  {name}" for cum, own, name in rows]
+    (PROFILES / "importtime.txt").write_text("\n".join(text) + "\n")
+    print(f"wrote {PROFILES / 'importtime.txt'}")
+    dbs.drop(url)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_cycle":
+        child = argparse.ArgumentParser()
+        child.add_argument("_cycle")
+        child.add_argument("--db", required=True)
+        child.add_argument("--emulator", required=True)
+        child.add_argument("--out", required=True)
+        args = child.parse_args()
+        profile_one_cycle(args.db, args.emulator, args.out)
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--backend", action="append", choices=("sqlite", "postgresql", "mariadb"))
+    parser.add_argument("--only", choices=("cycles", "cold"))
+    args = parser.parse_args()
+    PROFILES.mkdir(parents=True, exist_ok=True)
+    dbs = Databases()
+    emu = EmulatorProcess()
+    try:
+        with workdir() as cwd:
+            if args.only != "cold":
+                for backend in args.backend or ["postgresql"]:
+                    profile_cycles(dbs, emu, args.n, backend, cwd)
+            if args.only != "cycles":
+                profile_cold(dbs, emu, cwd)
+    finally:
+        emu.stop()
+        dbs.drop_all()
+
+
+if __name__ == "__main__":
+    main()
