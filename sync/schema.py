@@ -14,7 +14,7 @@ from sqlalchemy.engine import Dialect
 
 # The Alembic revision this package's code expects. Comparing it with alembic_version lets
 # `once` skip loading Alembic when the schema is already current (tests keep it at head).
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 ACTIONS = ("insert", "update", "delete", "restore")
 RUN_STATUSES = ("running", "success", "failed", "skipped")
@@ -93,6 +93,8 @@ sync_runs = sa.Table(
     sa.CheckConstraint("status IN ('running', 'success', 'failed', 'skipped')", name="status"),
     sa.Index(None, "resource", "partner_id", "started_at"),
     sa.Index(None, "status"),
+    # Dashboards' freshness query: max(finished_at) of successful runs (migration 0002).
+    sa.Index(None, "resource", "status", "finished_at"),
 )
 
 platforms = sa.Table(
@@ -124,4 +126,6 @@ platform_audit = sa.Table(
     sa.Index(None, "partner_id", "platform_id", "changed_at"),
     sa.Index(None, "run_id"),
     sa.Index(None, "changed_at"),
+    # Dashboards: one partner's changes over a time range (migration 0002).
+    sa.Index(None, "partner_id", "changed_at"),
 )
