@@ -12,8 +12,9 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
+import orjson
 from pydantic import ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
@@ -21,7 +22,7 @@ from sync.errors import PayloadError
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # A JSON-escaped NUL not preceded by an escaping backslash: PostgreSQL text and jsonb refuse it.
-_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+_ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
 class _PlatformItem(TypedDict):
@@ -30,31 +31,54 @@ class _PlatformItem(TypedDict):
     name: StrictStr
 
 
-_PLATFORM_LIST = TypeAdapter(list[_PlatformItem])
+_PLATFORM_ITEM = TypeAdapter(_PlatformItem)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
-    """One object of a list resource as received, with its canonical form and content hash."""
+    """One object of a list resource: its key, name, canonical JSON and content hash.
+
+    The canonical text is what gets stored (`raw`, audit values): it is written once, when
+    the payload is parsed, and never decoded again on the hot path.
+    """
 
     key: int
-    raw: dict[str, Any]
+    name: str
     canonical: str
     digest: str
 
     @property
-    def name(self) -> str:
-        return str(self.raw.get("name", ""))
+    def raw(self) -> dict[str, Any]:
+        """The object as received (decoded from the canonical text on demand)."""
+        value: dict[str, Any] = json.loads(self.canonical)
+        return value
+
+
+_ORJSON_OPTIONS = orjson.OPT_SORT_KEYS
+
+
+def canonical_bytes(obj: Any) -> bytes:
+    """Sorted keys, no whitespace, UTF-8: equal objects give equal bytes.
+
+    orjson does it in C; the standard library covers what orjson refuses (integers beyond 64
+    bits), and a lone surrogate fails in both with UnicodeEncodeError or TypeError.
+    """
+    try:
+        return orjson.dumps(obj, option=_ORJSON_OPTIONS)
+    except TypeError:
+        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return text.encode("utf-8")
 
 
 def canonical_json(obj: Any) -> str:
-    """Sorted keys, no whitespace, UTF-8 text: equal objects give equal strings."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """canonical_bytes as text (the engines' JSON serializer, so stored JSON is canonical)."""
+    return canonical_bytes(obj).decode("utf-8")
 
 
-def content_digest(canonical: str) -> str:
+def content_digest(canonical: str | bytes) -> str:
     """128-bit BLAKE2b of the canonical JSON: lets a cycle compare rows without decoding them."""
-    return hashlib.blake2b(canonical.encode("utf-8"), digest_size=16).hexdigest()
+    data = canonical.encode("utf-8") if isinstance(canonical, str) else canonical
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def _reject_constant(name: str) -> Any:
@@ -82,12 +106,11 @@ def decode_json(body: bytes, what: str) -> Any:
         raise PayloadError(f"{what} is not valid JSON: {detail}") from None
 
 
-def _first_error(exc: ValidationError) -> str:
+def _first_error(exc: ValidationError, index: int) -> str:
     errors = exc.errors(include_input=False, include_url=False)
     first = errors[0]
-    loc = first.get("loc", ())
-    where = f"item {loc[0]}" if loc and isinstance(loc[0], int) else "the list"
-    field = ".".join(str(p) for p in loc[1:])
+    field = ".".join(str(p) for p in first.get("loc", ()))
+    where = f"item {index}"
     text = f"{where}: {field}: {first['msg']}" if field else f"{where}: {first['msg']}"
     if len(errors) > 1:
         text += f" (and {len(errors) - 1} more)"
@@ -96,6 +119,9 @@ def _first_error(exc: ValidationError) -> str:
 
 def parse_platform_list(body: bytes) -> list[Record]:
     """Validate a platform-list body and return one Record per distinct platform, in API order.
+
+    The common case is checked by hand in one pass (100,000 items in a few hundred ms); the
+    first item that fails is handed to the pydantic model, which says what is wrong with it.
 
     Raises:
         PayloadError: not UTF-8 or JSON, not an array of objects with an integer `id` and a
@@ -106,31 +132,47 @@ def parse_platform_list(body: bytes) -> list[Record]:
         raise PayloadError(
             f"invalid platform list: expected a JSON array, got {type(data).__name__}"
         )
-    try:
-        items = _PLATFORM_LIST.validate_python(data)
-    except ValidationError as exc:
-        raise PayloadError(f"invalid platform list: {_first_error(exc)}") from None
     records: dict[int, Record] = {}
-    for index, item in enumerate(items):
-        raw: dict[str, Any] = dict(item)
-        canonical = canonical_json(raw)
+    dumps, options, blake2b = orjson.dumps, _ORJSON_OPTIONS, hashlib.blake2b
+    for index, item in enumerate(data):
+        key = item.get("id") if type(item) is dict else None
+        name = item.get("name") if type(item) is dict else None
+        # type() rather than isinstance(): a JSON true must not pass for the integer 1.
+        if type(key) is not int or type(name) is not str or not INT64_MIN <= key <= INT64_MAX:
+            _explain(item, index)
         try:
-            digest = content_digest(canonical)
-        except UnicodeEncodeError:
-            raise PayloadError(
-                f"invalid platform list: item {index}: contains a lone UTF-16 surrogate"
-            ) from None
-        if _ESCAPED_NUL.search(canonical):
+            canonical = dumps(item, option=options)
+        except TypeError:
+            canonical = _canonical_or_reject(item, index)
+        if b"\\u0000" in canonical and _ESCAPED_NUL.search(canonical):
             raise PayloadError(f"invalid platform list: item {index}: contains a NUL character")
-        key = raw["id"]
+        digest = blake2b(canonical, digest_size=16).hexdigest()
         seen = records.get(key)
         if seen is None:
-            records[key] = Record(key, raw, canonical, digest)
+            records[key] = Record(key, name, canonical.decode("utf-8"), digest)
         elif seen.digest != digest:
             raise PayloadError(
                 f"invalid platform list: id {key} appears twice with different content"
             )
     return list(records.values())
+
+
+def _canonical_or_reject(item: dict[str, Any], index: int) -> bytes:
+    try:
+        return canonical_bytes(item)
+    except (TypeError, UnicodeEncodeError):
+        raise PayloadError(
+            f"invalid platform list: item {index}: contains a lone UTF-16 surrogate"
+        ) from None
+
+
+def _explain(item: Any, index: int) -> NoReturn:
+    """Raise the pydantic model's account of why `item` is not a platform."""
+    try:
+        _PLATFORM_ITEM.validate_python(item)
+    except ValidationError as exc:
+        raise PayloadError(f"invalid platform list: {_first_error(exc, index)}") from None
+    raise PayloadError(f"invalid platform list: item {index}: not a platform")  # pragma: no cover
 
 
 @dataclass(frozen=True, slots=True)

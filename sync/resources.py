@@ -24,9 +24,10 @@ class Resource:
         path: API path under SYNC_API_URL.
         parse: body → validated records (raises PayloadError).
         table: live rows; primary key (partner_id, id); columns raw, raw_hash, first_seen_at,
-            updated_at, deleted_at, plus the typed columns that `columns` fills.
+            updated_at, deleted_at, plus `typed_columns`.
         audit: change rows; `audit_key` names the column holding the record's id.
-        columns: record → typed columns besides the common ones.
+        typed_columns: the table's columns filled from each record besides the common ones.
+        typed_values: record → values for `typed_columns`, in that order.
     """
 
     name: str
@@ -35,7 +36,8 @@ class Resource:
     table: sa.Table
     audit: sa.Table
     audit_key: str
-    columns: Callable[[Record], dict[str, Any]]
+    typed_columns: tuple[str, ...]
+    typed_values: Callable[[Record], tuple[Any, ...]]
 
 
 PLATFORMS = Resource(
@@ -45,5 +47,6 @@ PLATFORMS = Resource(
     table=schema.platforms,
     audit=schema.platform_audit,
     audit_key="platform_id",
-    columns=lambda record: {"name": record.raw["name"]},
+    typed_columns=("name",),
+    typed_values=lambda record: (record.name,),
 )

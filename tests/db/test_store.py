@@ -328,11 +328,14 @@ def test_two_partners_rows_are_independent(engine: Engine) -> None:
 
 @pytest.mark.parametrize(
     ("failing", "table"),
-    [("INSERT INTO platform_audit", "platform_audit"), ("UPDATE sync_runs", "sync_runs")],
+    [
+        (("INSERT INTO platform_audit", "COPY platform_audit"), "platform_audit"),
+        (("UPDATE sync_runs",), "sync_runs"),
+    ],
     ids=["audit-insert", "run-update"],
 )
 def test_failure_in_the_middle_of_the_write_rolls_back_everything(
-    failing: str, table: str, engine: Engine
+    failing: tuple[str, ...], table: str, engine: Engine
 ) -> None:
     """The table was already written when a later statement fails: none of it survives."""
     sync(engine, [US, EU, AU], now=T0)

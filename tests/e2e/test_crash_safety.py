@@ -106,7 +106,10 @@ def test_a_connection_killed_mid_transaction_writes_nothing_and_the_next_cycle_r
 
     @event.listens_for(engine, "before_cursor_execute")
     def kill_during_audit(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "INSERT INTO platform_audit" in statement and not killed:
+        if (
+            statement.startswith(("INSERT INTO platform_audit", "COPY platform_audit"))
+            and not killed
+        ):
             killed.append(True)
             pid_query = (
                 "SELECT pg_backend_pid()" if backend == "postgresql" else "SELECT CONNECTION_ID()"
