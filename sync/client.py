@@ -31,13 +31,25 @@ class PartnerClient:
         self.api_url = api_url.rstrip("/")
 
     def fetch(self, path: str, parse: Callable[[bytes], T], deadline: Deadline) -> T:
-        """GET `path` and parse its body.
+        """GET `path` and parse its body (see fetch_body and parse_body)."""
+        return self.parse_body(path, parse, self.fetch_body(path, deadline))
+
+    def parse_body(self, path: str, parse: Callable[[bytes], T], body: bytes) -> T:
+        """`parse(body)`, with the endpoint named in any PayloadError."""
+        endpoint = endpoint_of(f"{self.api_url}{path}")
+        try:
+            return parse(body)
+        except PayloadError as exc:
+            raise PayloadError(f"GET {endpoint}: {exc}", endpoint=endpoint, status=200) from None
+
+    def fetch_body(self, path: str, deadline: Deadline) -> bytes:
+        """GET `path`; the body of a 200 JSON answer.
 
         Raises:
             AuthError: the token endpoint refused us, or the API refused a fresh token.
             UnavailableError: network, timeout, 5xx or 429 after retries.
             RejectedError: another 4xx.
-            PayloadError: not JSON, wrong Content-Type, too large, or `parse` rejected it.
+            PayloadError: wrong Content-Type or too large.
         """
         url = f"{self.api_url}{path}"
         response = self._get_authorised(url, deadline)
@@ -54,10 +66,7 @@ class PartnerClient:
                 endpoint=endpoint,
                 status=200,
             )
-        try:
-            return parse(response.body)
-        except PayloadError as exc:
-            raise PayloadError(f"GET {endpoint}: {exc}", endpoint=endpoint, status=200) from None
+        return response.body
 
     def _get_authorised(self, url: str, deadline: Deadline) -> HttpResponse:
         for attempt in (1, 2):

@@ -14,6 +14,7 @@ from sync import store
 from sync.client import PartnerClient
 from sync.errors import EX_INTERNAL, EX_OK, StoreError, SyncError
 from sync.logs import run_context
+from sync.models import content_digest
 from sync.resources import PLATFORMS, Resource
 from sync.retry import Deadline
 from sync.store.snapshot import counts_of
@@ -88,6 +89,11 @@ def log_summary(result: RunResult) -> None:
             result.error,
             extra=extra,
         )
+
+
+def counts_of_unchanged(rows: int) -> dict[str, int]:
+    return {"fetched": rows, "inserted": 0, "updated": 0, "deleted": 0, "restored": 0,
+            "unchanged": rows}  # fmt: skip
 
 
 def lock_name(resource: Resource, partner_id: str) -> str:
@@ -189,7 +195,24 @@ def run_once(
                     engine, resource=resource.name, partner_id=partner_id, now=started_at
                 )
                 with run_context(run_id):
-                    records = client.fetch(resource.path, resource.parse, deadline)
+                    body = client.fetch_body(resource.path, deadline)
+                    digest = content_digest(body)
+                    same = store.unchanged_snapshot(
+                        engine,
+                        resource.table,
+                        resource=resource.name,
+                        partner_id=partner_id,
+                        snapshot_hash=digest,
+                    )
+                    if same is not None:
+                        # Byte for byte what the last success applied: nothing to compare.
+                        counts = {"fetched": same, "unchanged": same}
+                        store.finish_run_now(
+                            engine, run_id, status="success", now=now(),
+                            partner_id=partner_id, counts=counts, snapshot_hash=digest,
+                        )  # fmt: skip
+                        return result("success", counts=counts_of_unchanged(same))
+                    records = client.parse_body(resource.path, resource.parse, body)
                     plan = store.apply_snapshot(
                         engine,
                         resource,
@@ -198,6 +221,7 @@ def run_once(
                         records=records,
                         now=now(),
                         max_delete_fraction=options.max_delete_fraction,
+                        snapshot_hash=digest,
                     )
                 return result("success", counts=counts_of(plan, fetched=len(records)))
             except BaseException as error:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import math
@@ -31,7 +32,10 @@ class _PlatformItem(TypedDict):
     name: StrictStr
 
 
-_PLATFORM_ITEM = TypeAdapter(_PlatformItem)
+@functools.cache
+def _platform_item() -> TypeAdapter[_PlatformItem]:
+    """Built on first use: only an invalid payload needs pydantic's account of it."""
+    return TypeAdapter(_PlatformItem)
 
 
 @dataclass(slots=True)
@@ -169,7 +173,7 @@ def _canonical_or_reject(item: dict[str, Any], index: int) -> bytes:
 def _explain(item: Any, index: int) -> NoReturn:
     """Raise the pydantic model's account of why `item` is not a platform."""
     try:
-        _PLATFORM_ITEM.validate_python(item)
+        _platform_item().validate_python(item)
     except ValidationError as exc:
         raise PayloadError(f"invalid platform list: {_first_error(exc, index)}") from None
     raise PayloadError(f"invalid platform list: item {index}: not a platform")  # pragma: no cover

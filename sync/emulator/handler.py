@@ -157,6 +157,9 @@ class EmulatorHandler(BaseHTTPRequestHandler):
     server: EmulatorServer
     protocol_version = "HTTP/1.1"
     server_version = "comm100-emulator"
+    # Head and body go out in two writes; without TCP_NODELAY the second waits for the
+    # client's delayed ACK (~40 ms), which would distort every timing taken against us.
+    disable_nagle_algorithm = True
     timeout = IDLE_TIMEOUT_SECONDS
 
     def version_string(self) -> str:

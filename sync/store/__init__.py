@@ -9,6 +9,7 @@ from sync.store.runs import (
     recent_runs,
     record_run,
     start_run,
+    unchanged_snapshot,
 )
 from sync.store.schema_version import current_revision
 from sync.store.snapshot import apply_snapshot
@@ -26,4 +27,5 @@ __all__ = [
     "record_run",
     "start_run",
     "translate_errors",
+    "unchanged_snapshot",
 ]

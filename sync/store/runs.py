@@ -36,9 +36,15 @@ def finish_run(
     partner_id: str | None = None,
     counts: Mapping[str, int] | None = None,
     error: str | None = None,
+    snapshot_hash: str | None = None,
 ) -> None:
     """Close the run row inside the caller's transaction."""
-    values: dict[str, Any] = {"status": status, "finished_at": now, "error": _clip(error)}
+    values: dict[str, Any] = {
+        "status": status,
+        "finished_at": now,
+        "error": _clip(error),
+        "snapshot_hash": snapshot_hash,
+    }
     if partner_id is not None:
         values["partner_id"] = partner_id
     if counts:
@@ -93,6 +99,36 @@ def fail_abandoned_runs(engine: Engine, *, resource: str, partner_id: str, now: 
             .values(status="failed", finished_at=now, error=ABANDONED_ERROR)
         )
         return int(result.rowcount or 0)
+
+
+def unchanged_snapshot(
+    engine: Engine, table: sa.Table, *, resource: str, partner_id: str, snapshot_hash: str
+) -> int | None:
+    """The row count if the last success applied a body with this hash and the table still
+    holds that many live rows; None when the cycle must compare row by row.
+
+    Called under the partner lock, so no other cycle can have written since that success.
+    The row count catches a table emptied or pruned by hand.
+    """
+    with translate_errors("reading sync_runs"), engine.connect() as conn:
+        last = conn.execute(
+            sa.select(sync_runs.c.snapshot_hash, sync_runs.c.fetched)
+            .where(
+                sync_runs.c.resource == resource,
+                sync_runs.c.partner_id == partner_id,
+                sync_runs.c.status == "success",
+            )
+            .order_by(sync_runs.c.id.desc())
+            .limit(1)
+        ).first()
+        if last is None or last.snapshot_hash != snapshot_hash:
+            return None
+        live = conn.execute(
+            sa.select(sa.func.count()).where(
+                table.c.partner_id == partner_id, table.c.deleted_at.is_(None)
+            )
+        ).scalar_one()
+    return int(live) if live == last.fetched else None
 
 
 def recent_runs(engine: Engine, limit: int = 10) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ def apply_snapshot(
     records: list[Record],
     now: datetime,
     max_delete_fraction: float,
+    snapshot_hash: str | None = None,
 ) -> Plan:
     """Bring `resource.table` in line with `records`, audit each change, close the run as success.
 
@@ -55,6 +56,7 @@ def apply_snapshot(
                 now=now,
                 partner_id=partner_id,
                 counts=counts_of(plan, fetched=len(records)),
+                snapshot_hash=snapshot_hash,
             )
     return plan
 

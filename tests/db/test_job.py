@@ -422,3 +422,62 @@ def test_cycle_blocked_by_another_writer_fails_with_75_after_the_lock_wait(
     assert (result.status, result.exit_code) == ("failed", EX_TEMPFAIL)
     assert [a["run_id"] for a in contents(engine, platform_audit)] == [runs(engine)[0]["id"]] * 3
     assert "running" not in [r["status"] for r in runs(engine)]
+
+
+# --------------------------------------------------------------------------- unchanged answers
+
+
+@pytest.fixture
+def parse_calls() -> Iterator[list[int]]:
+    """Counts how often the platform list is parsed (the slow part a repeat answer skips)."""
+    calls: list[int] = []
+    original = PLATFORMS.parse
+
+    def counting_parse(body: bytes) -> list[Any]:
+        calls.append(len(body))
+        return original(body)
+
+    # The declaration is frozen (it is shared); swap its parser for this test only.
+    object.__setattr__(PLATFORMS, "parse", counting_parse)
+    try:
+        yield calls
+    finally:
+        object.__setattr__(PLATFORMS, "parse", original)
+
+
+def test_a_byte_identical_answer_is_recorded_unchanged_without_parsing(
+    cycle: Callable[..., RunResult], engine: Engine, parse_calls: list[int]
+) -> None:
+    first = cycle()
+    before = synced_tables(engine)
+    second = cycle()
+    assert first.status == second.status == "success"
+    assert len(parse_calls) == 1
+    assert second.counts["unchanged"] == second.counts["fetched"] == len(DEFAULT_PLATFORMS)
+    assert synced_tables(engine) == before
+    last = runs(engine)[-1]
+    assert (last["status"], last["unchanged"], last["inserted"]) == ("success", 3, 0)
+    assert last["snapshot_hash"] == runs(engine)[0]["snapshot_hash"] is not None
+
+
+def test_a_table_pruned_by_hand_is_repaired_even_if_the_answer_did_not_change(
+    cycle: Callable[..., RunResult], engine: Engine, parse_calls: list[int]
+) -> None:
+    cycle()
+    with engine.begin() as conn:
+        conn.execute(platforms.delete().where(platforms.c.id == 200))
+    repaired = cycle()
+    assert len(parse_calls) == 2
+    assert repaired.counts["inserted"] == 1
+    assert {row["id"] for row in contents(engine, platforms)} == {100, 200, 300}
+
+
+def test_a_changed_answer_after_an_unchanged_one_is_compared_row_by_row(
+    cycle: Callable[..., RunResult], engine: Engine, emulator: Emulator, parse_calls: list[int]
+) -> None:
+    cycle()
+    cycle()
+    emulator.set_platforms([{"id": 100, "name": "US"}, {"id": 200, "name": "Europe"}])
+    changed = cycle(max_delete_fraction=1.0)
+    assert len(parse_calls) == 2
+    assert (changed.counts["updated"], changed.counts["deleted"]) == (1, 1)
