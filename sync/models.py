@@ -124,8 +124,8 @@ def _first_error(exc: ValidationError, index: int) -> str:
 def parse_platform_list(body: bytes) -> list[Record]:
     """Validate a platform-list body and return one Record per distinct platform, in API order.
 
-    The common case is checked by hand in one pass (100,000 items in a few hundred ms); the
-    first item that fails is handed to the pydantic model, which says what is wrong with it.
+    The common case is checked by hand in one pass (100,000 items in about 0.2 s); the first
+    item that fails is handed to the pydantic model, which says what is wrong with it.
 
     Raises:
         PayloadError: not UTF-8 or JSON, not an array of objects with an integer `id` and a
@@ -137,17 +137,13 @@ def parse_platform_list(body: bytes) -> list[Record]:
             f"invalid platform list: expected a JSON array, got {type(data).__name__}"
         )
     records: dict[int, Record] = {}
-    dumps, options, blake2b = orjson.dumps, _ORJSON_OPTIONS, hashlib.blake2b
-    for index, item in enumerate(data):
+    blake2b = hashlib.blake2b
+    for index, (item, canonical) in enumerate(zip(data, _canonical_items(data), strict=True)):
         key = item.get("id") if type(item) is dict else None
         name = item.get("name") if type(item) is dict else None
         # type() rather than isinstance(): a JSON true must not pass for the integer 1.
         if type(key) is not int or type(name) is not str or not INT64_MIN <= key <= INT64_MAX:
             _explain(item, index)
-        try:
-            canonical = dumps(item, option=options)
-        except TypeError:
-            canonical = _canonical_or_reject(item, index)
         if b"\\u0000" in canonical and _ESCAPED_NUL.search(canonical):
             raise PayloadError(f"invalid platform list: item {index}: contains a NUL character")
         digest = blake2b(canonical, digest_size=16).hexdigest()
@@ -159,6 +155,31 @@ def parse_platform_list(body: bytes) -> list[Record]:
                 f"invalid platform list: id {key} appears twice with different content"
             )
     return list(records.values())
+
+
+def _canonical_items(items: list[dict[str, Any]]) -> list[bytes]:
+    """Each item's canonical JSON.
+
+    One orjson call for the whole list, then cut at the `},{` between items: per-item calls
+    cost ten times more. The cut is exact when it yields one piece per item, since every
+    boundary is a `},{` and any other occurrence (inside a string, or nested objects) would
+    add pieces. Otherwise, or if orjson refuses the list, the items are serialised one by one.
+    """
+    try:
+        whole = orjson.dumps(items, option=_ORJSON_OPTIONS)
+    except TypeError:
+        whole = b""
+    inner = whole[1:-1]
+    pieces = inner.split(b"},{") if inner else []
+    if whole and len(pieces) == len(items):
+        if len(pieces) == 1:
+            return pieces
+        last = len(pieces) - 1
+        return [
+            (b"" if i == 0 else b"{") + piece + (b"" if i == last else b"}")
+            for i, piece in enumerate(pieces)
+        ]
+    return [_canonical_or_reject(item, index) for index, item in enumerate(items)]
 
 
 def _canonical_or_reject(item: dict[str, Any], index: int) -> bytes:
