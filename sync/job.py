@@ -213,6 +213,7 @@ def run_once(
                         )  # fmt: skip
                         return result("success", counts=counts_of_unchanged(same))
                     records = client.parse_body(resource.path, resource.parse, body)
+                    del body  # a 100,000-platform answer is megabytes; the records suffice
                     plan = store.apply_snapshot(
                         engine,
                         resource,
