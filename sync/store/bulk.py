@@ -83,10 +83,10 @@ def read_stored(conn: Connection, resource: Resource, partner_id: str) -> Stored
     where = f"FROM {table} WHERE partner_id = {mark} AND deleted_at IS"
     with _DriverCursor(conn, f"SELECT id, raw_hash {where} NULL") as (cursor, sql):
         cursor.execute(sql, (partner_id,))
-        live: dict[int, str] = dict(cursor.fetchall())
+        live: dict[int, str] = dict(cursor)  # streamed: no list of 100,000 tuples first
     with _DriverCursor(conn, f"SELECT id {where} NOT NULL") as (cursor, sql):
         cursor.execute(sql, (partner_id,))
-        deleted = {key for (key,) in cursor.fetchall()}
+        deleted = {key for (key,) in cursor}
     return Stored(live, deleted)
 
 

@@ -332,3 +332,71 @@ def test_a_closed_port_fails_with_75_quickly(database_url: str) -> None:
     assert (result.status, result.exit_code) == ("failed", 75)
     assert "connection failed" in str(result.error)
     assert time.monotonic() - started < 10
+
+
+# --------------------------------------------------------------------------- token life cycle
+
+
+@pytest.fixture
+def two_cycles(database_url: str) -> Iterator[Callable[..., tuple[RunResult, RunResult]]]:
+    """Two cycles with one client (as the loop has), around something done to the emulator."""
+    from sync.wiring import build_engine
+
+    engines: list[Engine] = []
+
+    def run(emulator: Emulator, between: Callable[[], None]) -> tuple[RunResult, RunResult]:
+        settings = Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            _secrets_dir=None,
+            client_id=DEFAULT_CLIENT_ID,
+            email=DEFAULT_EMAIL,
+            password=SecretStr(DEFAULT_PASSWORD),
+            auth_url=emulator.auth_url,
+            api_url=emulator.api_url,
+            database_url=database_url,
+        )
+        engine = build_engine(settings)
+        engines.append(engine)
+        client = build_client(settings)
+        first = run_once(engine, client, cycle_options(settings))
+        between()
+        return first, run_once(engine, client, cycle_options(settings))
+
+    yield run
+    for engine in engines:
+        engine.dispose()
+
+
+def test_a_token_expiring_between_cycles_is_renewed_with_the_refresh_grant(
+    two_cycles: Callable[..., tuple[RunResult, RunResult]],
+) -> None:
+    with Emulator(rate_limit=None, token_lifetime_seconds=2) as emulator:
+        first, second = two_cycles(emulator, lambda: time.sleep(2.0))
+        stats = emulator.stats
+    assert first.status == second.status == "success"
+    assert (stats["token_password"], stats["token_refresh"]) == (1, 1)
+    assert stats["platforms_unauthorized"] == 0, "renewed before expiry, not after a 401"
+
+
+def test_a_token_revoked_mid_run_costs_one_renewal_and_one_retry(
+    two_cycles: Callable[..., tuple[RunResult, RunResult]], emulator: Emulator
+) -> None:
+    first, second = two_cycles(emulator, emulator.revoke_tokens)
+    stats = emulator.stats
+    assert first.status == second.status == "success"
+    assert stats["platforms_unauthorized"] == 1
+    assert (stats["token_password"], stats["token_refresh"]) == (1, 1)
+
+
+def test_a_rejected_refresh_token_falls_back_to_the_password_grant(
+    two_cycles: Callable[..., tuple[RunResult, RunResult]], emulator: Emulator
+) -> None:
+    def revoke_everything() -> None:
+        emulator.revoke_refresh_tokens()
+        emulator.revoke_tokens()
+
+    first, second = two_cycles(emulator, revoke_everything)
+    stats = emulator.stats
+    assert first.status == second.status == "success"
+    assert stats["token_rejected"] == 1
+    assert stats["token_password"] == 2

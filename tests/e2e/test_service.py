@@ -219,8 +219,10 @@ def test_two_loops_and_a_once_audit_each_change_exactly_once(
     assert all(count == 1 for _, _, count in audit)
     assert sorted(a for _, a, _ in audit).count("insert") == 50
     assert sorted(a for _, a, _ in audit).count("update") == 5
-    statuses = run_statuses(database_url)
-    assert "running" not in statuses and "failed" not in statuses
+    runs = query(database_url, sa.select(sync_runs.c.status, sync_runs.c.error))
+    assert "running" not in {status for status, _ in runs}
+    # The only failure allowed is a cycle cut short by the SIGTERM that ended its loop.
+    assert all("stop" in str(error) for status, error in runs if status == "failed"), runs
 
 
 def test_metrics_parse_and_healthz_turns_503_when_syncs_stop_succeeding(

@@ -1,0 +1,108 @@
+"""The service's schedule, health verdict and metrics bookkeeping (no sockets, no sleeping)."""
+
+from __future__ import annotations
+
+import pytest
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from prometheus_client.parser import text_string_to_metric_families
+
+from sync.errors import ConfigError, UnavailableError
+from sync.job import RunResult
+from sync.metrics import Health, Metrics
+from sync.scheduler import _trigger
+from sync.settings import Settings, load
+
+from ..conftest import FakeClock
+
+
+@pytest.fixture
+def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYNC_CLIENT_ID", "c")
+    monkeypatch.setenv("SYNC_EMAIL", "e")
+    monkeypatch.setenv("SYNC_PASSWORD", "p")
+
+
+def result(status: str, **counts: int) -> RunResult:
+    error = UnavailableError("GET /v4/global/platforms: HTTP 503") if status == "failed" else None
+    return RunResult(status, 1, "10000", "platforms", 0.05, counts, error)
+
+
+def test_the_interval_drives_the_loop_by_default(
+    credentials: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SYNC_INTERVAL_SECONDS", "90")
+    trigger = _trigger(load(Settings))
+    assert isinstance(trigger, IntervalTrigger)
+    assert trigger.interval.total_seconds() == 90
+
+
+def test_a_cron_expression_replaces_the_interval(
+    credentials: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SYNC_CRON", "*/15 6-22 * * mon-fri")
+    trigger = _trigger(load(Settings))
+    assert isinstance(trigger, CronTrigger)
+    assert str(trigger.timezone) == "UTC"
+
+
+def test_a_malformed_cron_expression_is_a_config_error(
+    credentials: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SYNC_CRON", "every five minutes")
+    with pytest.raises(ConfigError, match="SYNC_CRON: not a five-field cron expression"):
+        load(Settings)
+
+
+def test_health_is_ok_after_start_then_stale_without_a_success(clock: FakeClock) -> None:
+    health = Health(60, clock=clock)
+    assert health.check()[0] is True
+    clock.advance(61)
+    healthy, body = health.check()
+    assert not healthy and "since start" in body["reason"]
+
+
+def test_health_follows_the_last_success_and_quotes_the_last_error(clock: FakeClock) -> None:
+    health = Health(60, clock=clock)
+    health.record(result("success"))
+    clock.advance(50)
+    health.record(result("failed"))
+    assert health.check()[0] is True
+    clock.advance(11)
+    healthy, body = health.check()
+    assert not healthy
+    assert body["status"] == "stale" and "HTTP 503" in body["last_error"]
+    health.record(result("success"))
+    assert health.check()[0] is True
+
+
+def test_metrics_count_cycles_rows_and_token_requests_by_delta() -> None:
+    metrics = Metrics()
+    metrics.observe(result("success", inserted=3, unchanged=0), {"password": 1}, now=1000.0)
+    metrics.observe(result("success", updated=1, unchanged=2), {"password": 1}, now=1300.0)
+    metrics.observe(result("failed"), {"password": 1, "refresh_token": 1})
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for s in family.samples
+    }
+    assert (
+        samples[("comm100_sync_cycles_total", (("resource", "platforms"), ("status", "success")))]
+        == 2
+    )
+    assert (
+        samples[("comm100_sync_cycles_total", (("resource", "platforms"), ("status", "failed")))]
+        == 1
+    )
+    assert (
+        samples[
+            ("comm100_sync_rows_changed_total", (("action", "insert"), ("resource", "platforms")))
+        ]
+        == 3
+    )
+    assert samples[("comm100_sync_token_requests_total", (("grant", "password"),))] == 1
+    assert samples[("comm100_sync_token_requests_total", (("grant", "refresh_token"),))] == 1
+    assert (
+        samples[("comm100_sync_last_success_timestamp_seconds", (("resource", "platforms"),))]
+        == 1300.0
+    )
