@@ -43,14 +43,20 @@ def _platform_item() -> TypeAdapter[_PlatformItem]:
 class Record:
     """One object of a list resource: its key, name, canonical JSON and content hash.
 
-    The canonical text is what gets stored (`raw`, audit values): it is written once, when
-    the payload is parsed, and never decoded again on the hot path.
+    The canonical JSON is what gets stored (`raw`, audit values): it is written once, when
+    the payload is parsed, kept as UTF-8 bytes (smaller than text), and decoded only for
+    rows that are written.
     """
 
     key: int
     name: str
-    canonical: str
+    canonical: bytes
     digest: str
+
+    @property
+    def text(self) -> str:
+        """The canonical JSON as text, as the database driver takes it."""
+        return self.canonical.decode("utf-8")
 
     @property
     def raw(self) -> dict[str, Any]:
@@ -153,7 +159,7 @@ def parse_platform_list(body: bytes) -> list[Record]:
         digest = blake2b(canonical, digest_size=16).hexdigest()
         seen = records.get(key)
         if seen is None:
-            records[key] = Record(key, name, canonical.decode("utf-8"), digest)
+            records[key] = Record(key, name, canonical, digest)
         elif seen.digest != digest:
             raise PayloadError(
                 f"invalid platform list: id {key} appears twice with different content"

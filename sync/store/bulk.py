@@ -123,7 +123,7 @@ def _rows(
     for record in records:
         yield (
             partner_id, record.key, *values(record),
-            record.canonical, record.digest, stamp, stamp, None,
+            record.text, record.digest, stamp, stamp, None,
         )  # fmt: skip
 
 

@@ -94,16 +94,16 @@ def _write(
     def audit_rows() -> Iterator[tuple[Any, ...]]:
         # (run_id, partner_id, action, old_values, new_values, changed_at, record key)
         for record in plan.inserts:
-            yield run_id, partner_id, "insert", None, record.canonical, stamp, record.key
+            yield run_id, partner_id, "insert", None, record.text, stamp, record.key
         for record in plan.updates:
-            yield run_id, partner_id, "update", old[record.key], record.canonical, stamp, record.key
+            yield run_id, partner_id, "update", old[record.key], record.text, stamp, record.key
         for record in plan.restores:
             yield (
                 run_id,
                 partner_id,
                 "restore",
                 old[record.key],
-                record.canonical,
+                record.text,
                 stamp,
                 record.key,
             )

@@ -193,7 +193,7 @@ def test_canonical_json_and_digest_do_not_depend_on_key_order() -> None:
     (first,) = parse_platform_list(b'[{"id": 1, "name": "a", "z": {"b": 1, "a": 2}}]')
     (second,) = parse_platform_list(b'[{"z": {"a": 2, "b": 1}, "name": "a", "id": 1}]')
 
-    assert first.canonical == second.canonical == '{"id":1,"name":"a","z":{"a":2,"b":1}}'
+    assert first.canonical == second.canonical == b'{"id":1,"name":"a","z":{"a":2,"b":1}}'
     assert first.digest == second.digest
 
 
