@@ -17,10 +17,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
-from sync.emulator import Emulator
+from sync.emulator import DEFAULT_CLIENT_ID, DEFAULT_EMAIL, DEFAULT_PASSWORD, Emulator
 from sync.schema import platform_audit, platforms, sync_runs
+from sync.settings import Settings
 from sync.store import create_engine
 
 REPO = Path(__file__).resolve().parent.parent
@@ -219,6 +221,21 @@ def sync_env(emulator: Emulator) -> Callable[..., dict[str, str]]:
 
 
 CLI = [sys.executable, "-m", "sync"]
+
+
+def settings_for(emulator: Emulator, database_url: str, **overrides: Any) -> Settings:
+    """Settings as `once` would load them, pointed at the emulator, with no file sources."""
+    values: dict[str, Any] = {
+        "client_id": DEFAULT_CLIENT_ID,
+        "email": DEFAULT_EMAIL,
+        "password": DEFAULT_PASSWORD,
+        "auth_url": emulator.auth_url,
+        "api_url": emulator.api_url,
+        "database_url": database_url,
+    }
+    values.update(overrides)
+    values["password"] = SecretStr(str(values["password"]))
+    return Settings(_env_file=None, _secrets_dir=None, **values)  # type: ignore[call-arg]
 
 
 # --------------------------------------------------------------------------- time

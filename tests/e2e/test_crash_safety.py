@@ -29,6 +29,7 @@ from sync.store import create_engine
 from sync.wiring import build_client, build_engine, cycle_options
 
 from ..conftest import CLI
+from ..conftest import settings_for as emulator_settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.db]
 
@@ -36,17 +37,8 @@ EnvBuilder = Callable[..., dict[str, str]]
 
 
 def settings_for(emulator: Emulator, database_url: str, **overrides: Any) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        _secrets_dir=None,
-        client_id=DEFAULT_CLIENT_ID,
-        email=DEFAULT_EMAIL,
-        password=SecretStr(DEFAULT_PASSWORD),
-        auth_url=emulator.auth_url,
-        api_url=emulator.api_url,
-        database_url=database_url,
-        **({"max_delete_fraction": 1.0, "lock_wait_seconds": 1} | overrides),
-    )
+    defaults = {"max_delete_fraction": 1.0, "lock_wait_seconds": 1}
+    return emulator_settings(emulator, database_url, **(defaults | overrides))
 
 
 def counts(url: str) -> tuple[int, int]:

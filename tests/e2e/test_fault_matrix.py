@@ -22,6 +22,8 @@ from sync.schema import platform_audit, platforms, sync_runs
 from sync.settings import Settings
 from sync.wiring import build_client, cycle_options
 
+from ..conftest import settings_for
+
 pytestmark = [pytest.mark.e2e, pytest.mark.db]
 
 Setup = Callable[[Emulator], None]
@@ -216,18 +218,8 @@ def harness(
     engines: list[Engine] = []
 
     def make(**overrides: Any) -> tuple[RunResult, Engine]:
-        settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            _secrets_dir=None,
-            client_id=DEFAULT_CLIENT_ID,
-            email=DEFAULT_EMAIL,
-            password=SecretStr(overrides.pop("password", DEFAULT_PASSWORD)),
-            auth_url=emulator.auth_url,
-            api_url=emulator.api_url,
-            database_url=database_url,
-            http_retries=2,
-            lock_wait_seconds=1,
-            **overrides,
+        settings = settings_for(
+            emulator, database_url, **({"http_retries": 2, "lock_wait_seconds": 1} | overrides)
         )
         engine = build_engine(settings)
         engines.append(engine)
@@ -287,16 +279,7 @@ def test_wrong_credentials_fail_with_77_after_one_token_request(
 def test_unknown_client_fails_with_77(
     harness: Callable[..., tuple[RunResult, Engine]], emulator: Emulator, database_url: str
 ) -> None:
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        _secrets_dir=None,
-        client_id="someone-else",
-        email=DEFAULT_EMAIL,
-        password=SecretStr(DEFAULT_PASSWORD),
-        auth_url=emulator.auth_url,
-        api_url=emulator.api_url,
-        database_url=database_url,
-    )
+    settings = settings_for(emulator, database_url, client_id="someone-else")
     from sync.wiring import build_engine
 
     engine = build_engine(settings)
@@ -345,16 +328,7 @@ def two_cycles(database_url: str) -> Iterator[Callable[..., tuple[RunResult, Run
     engines: list[Engine] = []
 
     def run(emulator: Emulator, between: Callable[[], None]) -> tuple[RunResult, RunResult]:
-        settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            _secrets_dir=None,
-            client_id=DEFAULT_CLIENT_ID,
-            email=DEFAULT_EMAIL,
-            password=SecretStr(DEFAULT_PASSWORD),
-            auth_url=emulator.auth_url,
-            api_url=emulator.api_url,
-            database_url=database_url,
-        )
+        settings = settings_for(emulator, database_url)
         engine = build_engine(settings)
         engines.append(engine)
         client = build_client(settings)

@@ -27,15 +27,13 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from pydantic import SecretStr
 
-from sync.emulator import DEFAULT_CLIENT_ID, DEFAULT_EMAIL, Emulator
+from sync.emulator import Emulator
 from sync.job import run_once
 from sync.schema import platform_audit, platforms, sync_runs
-from sync.settings import Settings
 from sync.wiring import build_client, build_engine, cycle_options
 
-from ..conftest import CLI
+from ..conftest import CLI, settings_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.db]
 
@@ -67,17 +65,7 @@ def replay(audit_rows: list[Any]) -> dict[int, tuple[Any, bool]]:
 def test_random_histories_keep_table_audit_and_runs_consistent(
     backend: str, database_url: str, emulator: Emulator
 ) -> None:
-    config = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        _secrets_dir=None,
-        client_id=DEFAULT_CLIENT_ID,
-        email=DEFAULT_EMAIL,
-        password=SecretStr("demo-password"),
-        auth_url=emulator.auth_url,
-        api_url=emulator.api_url,
-        database_url=database_url,
-        max_delete_fraction=1.0,
-    )
+    config = settings_for(emulator, database_url, max_delete_fraction=1.0)
     engine = build_engine(config)
     client = build_client(config)
 
