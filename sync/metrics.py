@@ -21,6 +21,7 @@ from prometheus_client import (
 
 from sync import __version__
 from sync.job import RunResult
+from sync.resources import PLATFORMS
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,11 @@ class Metrics:
         )
         info = Gauge("comm100_sync_build_info", "Version of comm100-sync.", ["version"], registry=r)
         info.labels(__version__).set(1)
+        # Series exist from the start at 0, so increase() sees the first failure after a restart.
+        for status in ("success", "failed", "skipped"):
+            self.cycles.labels(PLATFORMS.name, status)
+        for action in ACTIONS.values():
+            self.rows.labels(PLATFORMS.name, action)
         self._tokens_seen: dict[str, int] = {}
 
     def observe(

@@ -106,3 +106,14 @@ def test_metrics_count_cycles_rows_and_token_requests_by_delta() -> None:
         samples[("comm100_sync_last_success_timestamp_seconds", (("resource", "platforms"),))]
         == 1300.0
     )
+
+
+def test_cycle_series_exist_at_zero_before_the_first_cycle() -> None:
+    """increase() needs a sample before the first failure, or an alert misses it."""
+    families = {f.name: f for f in text_string_to_metric_families(Metrics().render().decode())}
+    statuses = {
+        s.labels["status"]: s.value
+        for s in families["comm100_sync_cycles"].samples
+        if s.name.endswith("_total")
+    }
+    assert statuses == {"success": 0.0, "failed": 0.0, "skipped": 0.0}
