@@ -3,6 +3,8 @@ an insert, a rename, a removal and a restore, then the table and the audit trail
 
 from __future__ import annotations
 
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +78,14 @@ def _describe(result: RunResult) -> str:
         f"run {result.run_id}: {c['inserted']} inserted, {c['updated']} updated, "
         f"{c['deleted']} deleted, {c['restored']} restored, {c['unchanged']} unchanged"
     )
+
+
+def _command() -> str:
+    """How to call comm100-sync from here: by name if it is on PATH, else by its full path."""
+    beside = Path(sys.executable).parent / "comm100-sync"
+    if shutil.which("comm100-sync") or not beside.exists():
+        return "comm100-sync"
+    return str(beside)
 
 
 def main(database: str = "comm100_sync_demo.db") -> int:
@@ -165,6 +175,6 @@ def main(database: str = "comm100_sync_demo.db") -> int:
     )
     print(
         f"\nThe database is kept at {path}; try: SYNC_DATABASE_URL=sqlite:///{path} "
-        "comm100-sync status"
+        f"{_command()} status"
     )
     return 1 if failed else 0
