@@ -206,12 +206,12 @@ def run_once(
                     )
                     if same is not None:
                         # Byte for byte what the last success applied: nothing to compare.
-                        counts = {"fetched": same, "unchanged": same}
+                        counts = counts_of_unchanged(same)
                         store.finish_run_now(
                             engine, run_id, status="success", now=now(),
                             partner_id=partner_id, counts=counts, snapshot_hash=digest,
                         )  # fmt: skip
-                        return result("success", counts=counts_of_unchanged(same))
+                        return result("success", counts=counts)
                     records = client.parse_body(resource.path, resource.parse, body)
                     del body  # a 100,000-platform answer is megabytes; the records suffice
                     plan = store.apply_snapshot(
