@@ -234,7 +234,8 @@ def settings_for(emulator: Emulator, database_url: str, **overrides: Any) -> Set
         "database_url": database_url,
     }
     values.update(overrides)
-    values["password"] = SecretStr(str(values["password"]))
+    if not isinstance(values["password"], SecretStr):
+        values["password"] = SecretStr(values["password"])
     return Settings(_env_file=None, _secrets_dir=None, **values)  # type: ignore[call-arg]
 
 

@@ -21,10 +21,7 @@ from sqlalchemy.engine import Engine
 
 from sync import store
 from sync.emulator import (
-    DEFAULT_CLIENT_ID,
-    DEFAULT_EMAIL,
     DEFAULT_PARTNER_ID,
-    DEFAULT_PASSWORD,
     DEFAULT_PLATFORMS,
     Emulator,
     Fault,
@@ -37,6 +34,7 @@ from sync.settings import Settings
 from sync.store.runs import ABANDONED_ERROR
 from sync.wiring import build_client, build_engine, cycle_options
 
+from ..conftest import settings_for as emulator_settings
 from .tables import contents, runs, synced_tables
 
 if TYPE_CHECKING:
@@ -57,19 +55,9 @@ SUBPROCESS_TIMEOUT_SECONDS = 60
 
 
 def settings_for(emulator: Emulator, database_url: str, **overrides: Any) -> Settings:
-    """Settings as `once` would load them, pointed at the emulator, with no file sources."""
-    values: dict[str, Any] = {
-        "client_id": DEFAULT_CLIENT_ID,
-        "email": DEFAULT_EMAIL,
-        "password": DEFAULT_PASSWORD,
-        "auth_url": emulator.auth_url,
-        "api_url": emulator.api_url,
-        "database_url": database_url,
-        "http_retries": 2,
-        "lock_wait_seconds": 0.5,
-    }
-    values.update(overrides)
-    return Settings(_env_file=None, _secrets_dir=None, **values)
+    """The shared emulator settings, with short retries and lock waits."""
+    defaults = {"http_retries": 2, "lock_wait_seconds": 0.5}
+    return emulator_settings(emulator, database_url, **(defaults | overrides))
 
 
 @pytest.fixture
