@@ -56,7 +56,7 @@ def profile_one_cycle(db: str, emulator: str, out: str) -> None:
     )
     logs.configure(fmt="text", level="INFO")
     engine = build_engine(settings)
-    client = build_client(settings)
+    client = build_client(settings, engine)
     profiler = Profiler(interval=0.0005)
     profiler.start()
     result = run_once(engine, client, cycle_options(settings))

@@ -97,7 +97,7 @@ def cycle(args: argparse.Namespace) -> dict[str, Any]:
         settings = project_settings(args)
         configure_project_logging()
         engine = build_engine(settings)
-        client = build_client(settings)
+        client = build_client(settings, engine)
         options = cycle_options(settings)
         counter = StatementCounter(engine)
         rss_before = peak_rss_mb()
@@ -146,7 +146,7 @@ def steady(args: argparse.Namespace) -> dict[str, Any]:
     settings = project_settings(args)
     configure_project_logging()
     engine = build_engine(settings)
-    client = build_client(settings)
+    client = build_client(settings, engine)
     options = cycle_options(settings)
     service = Service(settings)
 

@@ -46,7 +46,7 @@ def cmd_once(args: argparse.Namespace) -> int:
     engine = build_engine(settings)
     try:
         ensure_schema(engine, auto_migrate=settings.auto_migrate)
-        client = build_client(settings)
+        client = build_client(settings, engine, force_auth=args.force_auth)
         signal.signal(signal.SIGTERM, _raise_on_signal)
         return run_once(engine, client, cycle_options(settings)).exit_code
     finally:
@@ -131,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     once = sub.add_parser("once", help="run one sync cycle and exit (for cron / CronJob)")
+    once.add_argument(
+        "--force-auth",
+        action="store_true",
+        help="send a password grant even while refused credentials are paused",
+    )
     once.set_defaults(func=cmd_once)
     run = sub.add_parser("run", help="sync every SYNC_INTERVAL_SECONDS until stopped")
     run.set_defaults(func=cmd_run)

@@ -107,7 +107,7 @@ def main(database: str = "comm100_sync_demo.db") -> int:
         )
         engine = build_engine(settings)
         ensure_schema(engine, auto_migrate=True)
-        client = build_client(settings)
+        client = build_client(settings, engine)
         print(f"Partner API emulator at {emulator.url}; database {path}\n")
         failed = False
         for number, (title, snapshot) in enumerate(STEPS, start=1):

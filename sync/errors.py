@@ -2,8 +2,10 @@
 
     SyncError                  exit 1 unless a subclass says otherwise
     ├── ConfigError            settings invalid; nothing contacted; exit 78
+    │   └── PartnerUnknownError  the token names no partner and SYNC_PARTNER_ID is unset
     ├── RemoteError            the Partner API did not give us a usable answer
     │   ├── AuthError          token endpoint refused us (400/401), or a second 401; exit 77
+    │   │   └── AuthPausedError  credentials refused earlier; no password grant until a set time
     │   ├── UnavailableError   5xx / 429 / timeout / connection error, retries used up; exit 75
     │   ├── RejectedError      any other 4xx (never retried); exit 65
     │   └── PayloadError       body is not a valid platform list (or token response); exit 65
@@ -15,6 +17,8 @@ Messages are built from structured attributes and never carry a password, a toke
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 # sysexits.h: the codes a Kubernetes podFailurePolicy or a systemd unit can act on.
 EX_OK = 0
@@ -37,6 +41,10 @@ class ConfigError(SyncError):
     exit_code = EX_CONFIG
 
 
+class PartnerUnknownError(ConfigError):
+    """The one configuration error found only after contacting: no partner to file rows under."""
+
+
 class RemoteError(SyncError):
     """The Partner API did not give a usable answer.
 
@@ -54,7 +62,11 @@ class RemoteError(SyncError):
 
 
 class AuthError(RemoteError):
-    """The token endpoint refused our credentials, or the API refused a fresh token."""
+    """The token endpoint refused our credentials, or the API refused a fresh token.
+
+    Attributes:
+        oauth_error: the RFC 6749 `error` code, when the server sent one.
+        paused_until: when the refused credentials may next be tried (None: not paused)."""
 
     exit_code = EX_NOPERM
 
@@ -65,9 +77,24 @@ class AuthError(RemoteError):
         endpoint: str = "",
         status: int | None = None,
         oauth_error: str | None = None,
+        paused_until: datetime | None = None,
     ) -> None:
         super().__init__(message, endpoint=endpoint, status=status)
         self.oauth_error = oauth_error
+        # Set when these credentials are now paused: no password grant before that time.
+        self.paused_until = paused_until
+
+
+class AuthPausedError(AuthError):
+    """A refused credential set is paused: no password grant is sent before `next_attempt_at`.
+
+    Attributes:
+        next_attempt_at: when (UTC) the next password grant for these credentials is allowed.
+    """
+
+    def __init__(self, message: str, *, next_attempt_at: datetime) -> None:
+        super().__init__(message, paused_until=next_attempt_at)
+        self.next_attempt_at = next_attempt_at
 
 
 class UnavailableError(RemoteError):

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 
 from sync import store
 from sync.client import PartnerClient
-from sync.errors import EX_INTERNAL, EX_OK, StoreError, SyncError
+from sync.errors import EX_INTERNAL, EX_OK, AuthPausedError, StoreError, SyncError
 from sync.logs import run_context
 from sync.models import content_digest
 from sync.resources import PLATFORMS, Resource
@@ -32,7 +32,7 @@ class RunResult:
 
     status: str
     run_id: int | None
-    partner_id: str
+    partner_id: str | None
     resource: str
     duration_seconds: float
     counts: dict[str, int] = field(default_factory=dict)
@@ -43,6 +43,11 @@ class RunResult:
         if self.error is None:
             return EX_OK
         return self.error.exit_code if isinstance(self.error, SyncError) else EX_INTERNAL
+
+    @property
+    def paused(self) -> bool:
+        """Refused credentials are paused: nothing was sent and nothing recorded."""
+        return isinstance(self.error, AuthPausedError)
 
     @property
     def changes(self) -> int:
@@ -67,8 +72,10 @@ def log_summary(result: RunResult) -> None:
         "exit_code": result.exit_code,
     }
     where = f"run {result.run_id}" if result.run_id is not None else "no run row"
-    partner = f"partner {result.partner_id!r}"
-    if result.error is None:
+    partner = f"partner {result.partner_id!r}" if result.partner_id else "partner unknown"
+    if isinstance(result.error, AuthPausedError):
+        log.info("%s not synced (%s): %s", result.resource, partner, result.error, extra=extra)
+    elif result.error is None:
         log.info(
             "%s %s (%s, %s): %s in %.2fs",
             result.resource,
@@ -118,7 +125,8 @@ def run_once(
     """
     started_at, t0 = now(), monotonic()
     deadline = Deadline(options.cycle_timeout_seconds, monotonic, cancelled)
-    partner_id = client.tokens.partner_id
+    # Known before any request when configured or remembered; failures are filed under it.
+    partner_id = client.tokens.known_partner
     run_id: int | None = None
     recorded = False
 
@@ -134,9 +142,12 @@ def run_once(
 
     def record_failure(error: BaseException) -> None:
         nonlocal recorded
-        if recorded:
-            return
+        if recorded or isinstance(error, AuthPausedError):
+            return  # a paused login sent nothing: there is no attempt to record
         recorded = True
+        if partner_id is None:
+            log.warning("the partner is not known yet, so this failure is not in sync_runs")
+            return
         text = (
             str(error)
             if isinstance(error, SyncError)
@@ -164,8 +175,7 @@ def run_once(
             log.warning("could not record the failed run: %s", store_error)
 
     try:
-        client.tokens.token(deadline)
-        partner_id = client.tokens.partner_id
+        partner_id = client.tokens.partner(deadline)
         with store.named_lock(
             engine, lock_name(resource, partner_id), options.lock_wait_seconds
         ) as held:

@@ -20,6 +20,7 @@ from prometheus_client import (
 )
 
 from sync import __version__
+from sync.errors import AuthError, AuthPausedError
 from sync.job import RunResult
 from sync.resources import PLATFORMS
 
@@ -32,7 +33,9 @@ ACTIONS = {"inserted": "insert", "updated": "update", "deleted": "delete", "rest
 class Metrics:
     """The service's metrics on a registry of its own (so tests can build several)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, accounts: tuple[str, ...] = ("default",)
+    ) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.cycles = Counter(
@@ -60,6 +63,18 @@ class Metrics:
         self.token_requests = Counter(
             "comm100_sync_token_requests", "Token requests by grant type.", ["grant"], registry=r
         )
+        self.auth_paused = Gauge(
+            "comm100_sync_auth_paused",
+            "1 while the account's refused credentials are paused (no password grant is sent).",
+            ["account"],
+            registry=r,
+        )
+        self.auth_next_attempt = Gauge(
+            "comm100_sync_auth_next_attempt_timestamp_seconds",
+            "Unix time of the next password grant allowed for a paused account (0 when none).",
+            ["account"],
+            registry=r,
+        )
         info = Gauge("comm100_sync_build_info", "Version of comm100-sync.", ["version"], registry=r)
         info.labels(__version__).set(1)
         # Series exist from the start at 0, so increase() sees the first failure after a restart.
@@ -67,11 +82,25 @@ class Metrics:
             self.cycles.labels(PLATFORMS.name, status)
         for action in ACTIONS.values():
             self.rows.labels(PLATFORMS.name, action)
+        for account in accounts:
+            self.auth_paused.labels(account).set(0)
+            self.auth_next_attempt.labels(account).set(0)
         self._tokens_seen: dict[str, int] = {}
 
     def observe(
-        self, result: RunResult, token_requests: Mapping[str, int], *, now: float | None = None
+        self,
+        result: RunResult,
+        token_requests: Mapping[str, int],
+        *,
+        account: str = "default",
+        now: float | None = None,
     ) -> None:
+        self._observe_tokens(token_requests)
+        paused_until = result.error.paused_until if isinstance(result.error, AuthError) else None
+        self.auth_paused.labels(account).set(1 if paused_until else 0)
+        self.auth_next_attempt.labels(account).set(paused_until.timestamp() if paused_until else 0)
+        if isinstance(result.error, AuthPausedError):
+            return  # nothing was attempted: not a cycle
         self.cycles.labels(result.resource, result.status).inc()
         self.duration.labels(result.resource).observe(result.duration_seconds)
         if result.status == "success":
@@ -79,6 +108,8 @@ class Metrics:
         for column, action in ACTIONS.items():
             if result.counts.get(column):
                 self.rows.labels(result.resource, action).inc(result.counts[column])
+
+    def _observe_tokens(self, token_requests: Mapping[str, int]) -> None:
         for grant, total in token_requests.items():
             delta = total - self._tokens_seen.get(grant, 0)
             if delta > 0:
@@ -128,14 +159,28 @@ class Health:
         return healthy, body
 
 
-def serve(host: str, port: int, metrics: Metrics, health: Health) -> ThreadingHTTPServer:
-    """Serve /metrics and /healthz in a daemon thread; returns the server (call shutdown())."""
+def serve(
+    host: str,
+    port: int,
+    metrics: Metrics,
+    health: Health,
+    live: Callable[[], bool] = lambda: True,
+) -> ThreadingHTTPServer:
+    """Serve /metrics, /healthz and /livez in a daemon thread; returns the server.
+
+    /livez is liveness (the process and its scheduler run), whatever the API or the database
+    say; /healthz is freshness. Restarting a pod cannot fix an outage, so only /livez may.
+    """
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 self._send(200, metrics.render(), CONTENT_TYPE_LATEST)
+            elif path == "/livez":
+                alive = live()
+                verdict = json.dumps({"status": "ok" if alive else "dead"}).encode()
+                self._send(200 if alive else 503, verdict, "application/json")
             elif path in ("/healthz", "/health", "/readyz"):
                 healthy, body = health.check()
                 self._send(200 if healthy else 503, json.dumps(body).encode(), "application/json")

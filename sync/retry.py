@@ -130,3 +130,13 @@ def decide(
     if delay >= remaining_seconds:
         return Decision(False, reason="cycle deadline reached")
     return Decision(True, delay_seconds=delay)
+
+
+def auth_pause_seconds(refusals: int, *, interval_seconds: float, cap_seconds: float) -> float:
+    """How long a credential set waits after its `refusals`-th refusal in a row (from 1).
+
+    One interval after the first, doubling with each further one, capped: a wrong password
+    costs a handful of failed logins a day, never one per cycle.
+    """
+    doublings = min(max(refusals, 1) - 1, 62)  # 2**62 intervals already exceeds any cap
+    return min(cap_seconds, interval_seconds * float(2**doublings))

@@ -43,7 +43,7 @@ class Service:
         self.exit_code = EX_OK
         self.engine = build_engine(settings)
         # Retry back-offs wait on the stop event, so a signal cuts them short.
-        self.client = build_client(settings, sleep=self.stop.wait)
+        self.client = build_client(settings, self.engine, sleep=self.stop.wait)
         self.options = cycle_options(settings)
         self.metrics = Metrics()
         self.health = Health(settings.health_max_age)
@@ -92,10 +92,20 @@ def _trigger(settings: Settings) -> IntervalTrigger | CronTrigger:
 def run_service(settings: Settings) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
     service = Service(settings)
+    scheduler = BackgroundScheduler(timezone=UTC)
+
+    def alive() -> bool:
+        thread = getattr(scheduler, "_thread", None)  # APScheduler 3 keeps its thread here
+        return bool(scheduler.running and thread is not None and thread.is_alive())
+
     server = None
     if settings.metrics_port is not None:
         server = serve(
-            settings.metrics_host, settings.metrics_port, service.metrics, service.health
+            settings.metrics_host,
+            settings.metrics_port,
+            service.metrics,
+            service.health,
+            live=alive,
         )
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -105,7 +115,6 @@ def run_service(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    scheduler = BackgroundScheduler(timezone=UTC)
     jitter = random.uniform(0, settings.start_jitter_seconds)
     scheduler.add_job(
         service.cycle,

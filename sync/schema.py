@@ -13,7 +13,7 @@ from sqlalchemy.engine import Dialect
 
 # The Alembic revision this package's code expects. Comparing it with alembic_version lets
 # `once` skip loading Alembic when the schema is already current (tests keep it at head).
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 
 ACTIONS = ("insert", "update", "delete", "restore")
 RUN_STATUSES = ("running", "success", "failed", "skipped")
@@ -146,4 +146,36 @@ platform_audit = sa.Table(
     sa.Index(None, "changed_at"),
     # Dashboards: one partner's changes over a time range (migration 0002).
     sa.Index(None, "partner_id", "changed_at"),
+)
+
+# One row per login (client id + email) that has asked for a token. A refused password grant
+# pauses the login's refused credential set, identified by a salted scrypt hash of client id,
+# email and password (from which the password cannot be recovered): a wrong password is tried
+# again after SYNC_INTERVAL_SECONDS, then after doubling waits, never every cycle.
+sync_auth_state = sa.Table(
+    "sync_auth_state",
+    metadata,
+    # SHA-256 of client id and email (sync.auth.Credentials.login_key).
+    sa.Column("login_key", sa.String(64), primary_key=True),
+    sa.Column("account", sa.String(64), nullable=False),
+    # The partner of the last accepted grant: failures before a token are filed under it.
+    sa.Column("partner_id", sa.String(PARTNER_ID_LENGTH), nullable=True),
+    sa.Column("refusals", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("refused_at", UTCDateTime(), nullable=True),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=True),
+    sa.Column("refused_salt", sa.String(32), nullable=True),
+    sa.Column("refused_hash", sa.String(64), nullable=True),
+    sa.Column("error", sa.String(200), nullable=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# Access and refresh tokens sealed (Fernet) with a key derived from SYNC_TOKEN_CACHE_KEY, so
+# separate processes reuse a live token. Without the key nothing is written here. BI roles must
+# not be granted this table.
+sync_token_cache = sa.Table(
+    "sync_token_cache",
+    metadata,
+    sa.Column("login_key", sa.String(64), primary_key=True),
+    sa.Column("sealed", sa.Text(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
 )

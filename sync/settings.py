@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sync.errors import ConfigError
+from sync.schema import PARTNER_ID_LENGTH
 
 ENV_PREFIX = "SYNC_"
 DEFAULT_AUTH_URL = "https://partner.comm100.io/oauth/token"
@@ -23,6 +24,7 @@ DEFAULT_DATABASE_URL = "sqlite:///comm100_sync.db"
 # Where Kubernetes Secrets are mounted when the operator follows deploy/; systemd's
 # LoadCredential= directory is used when the unit sets one.
 DEFAULT_SECRETS_DIR = "/run/secrets/comm100-sync"
+MIN_TOKEN_CACHE_KEY_LENGTH = 32
 
 # Drivers the project installs; a bare scheme picks them so users can paste ordinary URLs.
 _DRIVER_FOR_SCHEME = {
@@ -104,6 +106,10 @@ class Settings(DatabaseSettings):
     email: str = Field(min_length=1)
     password: SecretStr
     partner_id: str | None = None
+    # After a refused password grant, the next one waits one interval, doubling up to this.
+    auth_backoff_max_seconds: float = Field(default=21600.0, gt=0)
+    # Set: tokens are kept in the database sealed with a key derived from this secret.
+    token_cache_key: SecretStr | None = None
     auth_url: str = DEFAULT_AUTH_URL
     api_url: str = DEFAULT_API_URL
     http_timeout_seconds: float = Field(default=30.0, gt=0)
@@ -127,8 +133,23 @@ class Settings(DatabaseSettings):
 
     @field_validator("partner_id")
     @classmethod
-    def _blank_partner_is_unset(cls, value: str | None) -> str | None:
-        return value.strip() or None if value is not None else None
+    def _partner_id(cls, value: str | None) -> str | None:
+        value = value.strip() if value is not None else None
+        if value and len(value) > PARTNER_ID_LENGTH:
+            raise ValueError(f"must be at most {PARTNER_ID_LENGTH} characters")
+        return value or None
+
+    @field_validator("token_cache_key")
+    @classmethod
+    def _token_cache_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if len(value.get_secret_value().strip()) < MIN_TOKEN_CACHE_KEY_LENGTH:
+            raise ValueError(
+                f"must be at least {MIN_TOKEN_CACHE_KEY_LENGTH} characters "
+                "(e.g. the output of `openssl rand -base64 32`)"
+            )
+        return SecretStr(value.get_secret_value().strip())
 
     @field_validator("cron")
     @classmethod

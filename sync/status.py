@@ -56,7 +56,15 @@ def collect(
         running = conn.execute(
             sa.select(sa.func.count()).where(sync_runs.c.status == "running")
         ).scalar_one()
-    if last is None:
+    paused = store.paused_logins(engine, now)
+    if paused:
+        first = paused[0]
+        healthy, reason = (
+            False,
+            f"account {first['account']} is paused after {first['refusals']} refused "
+            f"password grant(s); next attempt at {first['next_attempt_at']:%Y-%m-%dT%H:%M:%SZ}",
+        )
+    elif last is None:
         healthy, reason = False, "no successful sync yet"
     elif age is not None and age > max_age_seconds:
         healthy, reason = False, f"last success {age:.0f}s ago (limit {max_age_seconds:.0f}s)"
@@ -68,6 +76,10 @@ def collect(
         "last_success_at": last.isoformat() if last else None,
         "last_success_age_seconds": round(age, 1) if age is not None else None,
         "running": running,
+        "paused_accounts": [
+            {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+            for row in paused
+        ],
         "tables": {
             table.name: {"live": live, "deleted": deleted},
             audit.name: {"rows": audit_rows},
@@ -88,6 +100,12 @@ def render_text(report: dict[str, Any]) -> str:
         f"schema: {report['schema_revision'] or 'none'}"
         f" (this version needs {report['expected_schema_revision']})",
     ]
+    for pause in report.get("paused_accounts", []):
+        lines.append(
+            f"paused: account {pause['account']} (partner {pause['partner_id'] or 'unknown'}): "
+            f"{pause['refusals']} refused password grant(s) ({pause['error']}), "
+            f"next attempt at {pause['next_attempt_at']}"
+        )
     for name, counts in report.get("tables", {}).items():
         lines.append(f"{name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     if report.get("runs"):

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from sqlalchemy.engine import Engine
 
 from sync.auth import Credentials, TokenProvider
+from sync.auth_pause import DatabaseAuthLedger
 from sync.client import PartnerClient
 from sync.job import CycleOptions
 from sync.retry import RetryPolicy
@@ -18,15 +19,24 @@ from sync.settings import DatabaseSettings, Settings
 from sync.store import create_engine
 from sync.transport import Transport, new_session
 
+DEFAULT_ACCOUNT = "default"
+
 
 def build_engine(settings: DatabaseSettings) -> Engine:
     return create_engine(settings.database_url, lock_wait_seconds=settings.lock_wait_seconds)
 
 
 def build_client(
-    settings: Settings, *, sleep: Callable[[float], object] = time.sleep
+    settings: Settings,
+    engine: Engine,
+    *,
+    sleep: Callable[[float], object] = time.sleep,
+    force_auth: bool = False,
 ) -> PartnerClient:
-    """`sleep` waits between retries; the service passes one that a stop signal interrupts."""
+    """`sleep` waits between retries; the service passes one that a stop signal interrupts.
+
+    The engine keeps the refused-password pause and, with SYNC_TOKEN_CACHE_KEY, the tokens.
+    """
     transport = Transport(
         new_session(),
         sleep=sleep,
@@ -34,13 +44,28 @@ def build_client(
         timeout_seconds=settings.http_timeout_seconds,
         max_response_bytes=settings.max_response_bytes,
     )
+    credentials = Credentials(
+        settings.client_id, settings.email, settings.password.get_secret_value()
+    )
+    cache = None
+    if settings.token_cache_key is not None:
+        from sync.token_cache import SealedTokenCache
+
+        cache = SealedTokenCache(engine, credentials, settings.token_cache_key.get_secret_value())
     tokens = TokenProvider(
         transport,
         auth_url=settings.auth_url,
-        credentials=Credentials(
-            settings.client_id, settings.email, settings.password.get_secret_value()
-        ),
+        credentials=credentials,
         partner_id=settings.partner_id,
+        ledger=DatabaseAuthLedger(
+            engine,
+            credentials,
+            account=DEFAULT_ACCOUNT,
+            interval_seconds=settings.interval_seconds,
+            cap_seconds=settings.auth_backoff_max_seconds,
+        ),
+        cache=cache,
+        force_auth=force_auth,
     )
     return PartnerClient(transport, tokens, settings.api_url)
 

@@ -21,7 +21,7 @@ from pydantic import SecretStr
 from sqlalchemy.engine import Engine
 
 from sync.emulator import DEFAULT_CLIENT_ID, DEFAULT_EMAIL, DEFAULT_PASSWORD, Emulator
-from sync.schema import platform_audit, platforms, sync_runs
+from sync.schema import metadata
 from sync.settings import Settings
 from sync.store import create_engine
 
@@ -168,7 +168,7 @@ def database_url(backend: str, migrated_urls: dict[str, str | Exception]) -> str
     assert isinstance(url, str)
     engine = create_engine(url)
     with engine.begin() as conn:
-        for table in (platform_audit, platforms, sync_runs):
+        for table in reversed(metadata.sorted_tables):
             conn.execute(table.delete())
     engine.dispose()
     return url

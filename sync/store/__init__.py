@@ -1,5 +1,13 @@
 """Reads and writes the synced tables, the audit trail and sync_runs; never the HTTP side."""
 
+from sync.store.auth_state import (
+    paused_logins,
+    read_auth_state,
+    read_sealed_token,
+    write_acceptance,
+    write_refusal,
+    write_sealed_token,
+)
 from sync.store.engine import create_engine, describe_db_error, translate_errors
 from sync.store.locks import named_lock
 from sync.store.runs import (
@@ -23,9 +31,15 @@ __all__ = [
     "finish_run_now",
     "last_success",
     "named_lock",
+    "paused_logins",
+    "read_auth_state",
+    "read_sealed_token",
     "recent_runs",
     "record_run",
     "start_run",
     "translate_errors",
     "unchanged_snapshot",
+    "write_acceptance",
+    "write_refusal",
+    "write_sealed_token",
 ]

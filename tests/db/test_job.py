@@ -26,7 +26,7 @@ from sync.emulator import (
     Emulator,
     Fault,
 )
-from sync.errors import EX_DATAERR, EX_NOPERM, EX_OK, EX_TEMPFAIL, PayloadError
+from sync.errors import EX_CONFIG, EX_DATAERR, EX_NOPERM, EX_OK, EX_TEMPFAIL, PayloadError
 from sync.job import RunResult, lock_name, run_once
 from sync.resources import PLATFORMS
 from sync.schema import platform_audit, platforms, sync_runs
@@ -68,7 +68,7 @@ def cycle(emulator: Emulator, database_url: str, clock: FakeClock) -> Callable[.
         settings = settings_for(emulator, database_url, **overrides)
         engine = build_engine(settings)
         try:
-            client = build_client(settings, sleep=clock.sleep)
+            client = build_client(settings, engine, sleep=clock.sleep)
             return run_once(engine, client, cycle_options(settings))
         finally:
             engine.dispose()
@@ -157,21 +157,47 @@ def unsigned_jwt(claims: dict[str, Any]) -> str:
     return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}.sig"
 
 
-def test_configured_partner_id_overrides_the_claim(
+def test_configured_partner_id_is_sent_and_names_the_rows(
     cycle: Callable[..., RunResult], emulator: Emulator, engine: Engine
 ) -> None:
-    """The token says 10000; SYNC_PARTNER_ID=20000 wins and is sent to the token endpoint."""
+    """The token's claim agrees with SYNC_PARTNER_ID, which is sent to the token endpoint."""
+    result = cycle(partner_id=DEFAULT_PARTNER_ID)
+
+    assert (result.status, result.partner_id) == ("success", DEFAULT_PARTNER_ID)
+    assert {r["partner_id"] for r in contents(engine, platforms)} == {DEFAULT_PARTNER_ID}
+    (token_request,) = [r for r in emulator.requests if r.path.endswith("/oauth/token")]
+    assert token_request.query.get("partnerId") == DEFAULT_PARTNER_ID
+
+
+def test_a_token_of_another_partner_fails_with_77_and_writes_nothing(
+    cycle: Callable[..., RunResult], emulator: Emulator, engine: Engine
+) -> None:
+    """SYNC_PARTNER_ID pins the partner: a token for another one is refused, not re-keyed."""
     token = {"access_token": unsigned_jwt({"partnerId": "10000"}), "token_type": "Bearer"}
     emulator.inject("token", Fault("raw", body=json.dumps(token).encode()))
-    emulator.inject("platforms", Fault("raw", body=json.dumps(DEFAULT_PLATFORMS).encode()))
 
     result = cycle(partner_id="20000")
 
-    assert (result.status, result.partner_id) == ("success", "20000")
-    assert {r["partner_id"] for r in contents(engine, platforms)} == {"20000"}
-    assert runs(engine)[0]["partner_id"] == "20000"
-    (token_request,) = [r for r in emulator.requests if r.path.endswith("/oauth/token")]
-    assert token_request.query.get("partnerId") == "20000"
+    assert (result.status, result.exit_code) == ("failed", EX_NOPERM)
+    assert "belong to partner 10000" in str(result.error)
+    assert contents(engine, platforms) == [] and contents(engine, platform_audit) == []
+    (run,) = runs(engine)
+    assert (run["status"], run["partner_id"]) == ("failed", "20000")
+    assert emulator.stats["platforms_ok"] == 0
+
+
+def test_a_token_without_a_partner_claim_and_no_partner_id_fails_with_78(
+    cycle: Callable[..., RunResult], emulator: Emulator, engine: Engine
+) -> None:
+    token = {"access_token": "opaque-token", "token_type": "Bearer"}
+    emulator.inject("token", Fault("raw", body=json.dumps(token).encode()))
+
+    result = cycle()
+
+    assert (result.status, result.exit_code, result.partner_id) == ("failed", EX_CONFIG, None)
+    assert "set SYNC_PARTNER_ID" in str(result.error)
+    assert runs(engine) == [] and contents(engine, platforms) == []
+    assert emulator.stats["platforms_ok"] == 0
 
 
 @pytest.mark.parametrize("kind", PAYLOAD_FAULTS)
@@ -231,19 +257,45 @@ def test_api_unavailable_after_the_retries_fails_with_75_and_is_recorded(
     assert synced_tables(engine) == {"platforms": [], "platform_audit": []}
 
 
-def test_wrong_password_fails_with_77_and_is_recorded_without_a_partner(
+def test_wrong_password_fails_with_77_and_is_not_filed_under_an_unknown_partner(
     cycle: Callable[..., RunResult], emulator: Emulator, engine: Engine
 ) -> None:
     result = cycle(password="not-the-password")
 
-    assert (result.status, result.exit_code, result.partner_id) == ("failed", EX_NOPERM, "")
+    assert (result.status, result.exit_code, result.partner_id) == ("failed", EX_NOPERM, None)
+    assert "invalid_grant" in str(result.error)
     assert emulator.stats["token_rejected"] == 1
+    assert runs(engine) == []  # no partner yet: there is no honest partner_id to file it under
+    assert emulator.stats["platforms_ok"] == 0
+
+
+def test_wrong_password_is_filed_under_the_configured_partner(
+    cycle: Callable[..., RunResult], emulator: Emulator, engine: Engine
+) -> None:
+    result = cycle(password="not-the-password", partner_id=DEFAULT_PARTNER_ID)
+
+    assert (result.status, result.exit_code) == ("failed", EX_NOPERM)
     (run,) = runs(engine)
-    assert (run["status"], run["partner_id"]) == ("failed", "")
+    assert (run["status"], run["partner_id"]) == ("failed", DEFAULT_PARTNER_ID)
     assert run["finished_at"] is not None
     assert "invalid_grant" in run["error"]
     assert "not-the-password" not in run["error"]
-    assert emulator.stats["platforms_ok"] == 0
+
+
+def test_wrong_password_is_filed_under_the_partner_of_the_last_accepted_login(
+    cycle: Callable[..., RunResult], emulator: Emulator, engine: Engine
+) -> None:
+    assert cycle().status == "success"
+    emulator.password = "rotated-at-comm100"
+    emulator._tokens.password = "rotated-at-comm100"
+
+    result = cycle()
+
+    assert result.exit_code == EX_NOPERM
+    assert [(r["status"], r["partner_id"]) for r in runs(engine)] == [
+        ("success", DEFAULT_PARTNER_ID),
+        ("failed", DEFAULT_PARTNER_ID),
+    ]
 
 
 def insert_running_row(engine: Engine, *, partner_id: str, resource: str = "platforms") -> int:

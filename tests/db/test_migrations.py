@@ -24,7 +24,7 @@ from sync.store import create_engine, current_revision
 pytestmark = pytest.mark.db
 
 REPO = Path(__file__).resolve().parents[2]
-SYNCED_TABLES = {"platforms", "platform_audit", "sync_runs"}
+SYNCED_TABLES = set(metadata.tables)
 CLI_TIMEOUT_SECONDS = 60
 STARTED_AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -61,7 +61,7 @@ def describe_schema(engine: Engine) -> dict[str, object]:
         }
 
 
-def test_upgrade_on_an_empty_database_creates_the_three_tables_at_the_schema_revision(
+def test_upgrade_on_an_empty_database_creates_every_table_at_the_schema_revision(
     empty_engine: Engine,
 ) -> None:
     assert table_names(empty_engine) == set()

@@ -98,7 +98,7 @@ def sync_cycle(engine: Engine, emulator: Emulator) -> Callable[[datetime, list[A
         auth_url=emulator.auth_url,
         api_url=emulator.api_url,
     )
-    client = build_client(settings)
+    client = build_client(settings, engine)
     options = CycleOptions(max_delete_fraction=1.0, lock_wait_seconds=1.0)
 
     def cycle(at: datetime, objects: list[Any]) -> RunResult:

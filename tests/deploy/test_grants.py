@@ -38,7 +38,8 @@ REVOKE ALL ON DATABASE bi FROM PUBLIC;
 GRANT CONNECT ON DATABASE bi TO comm100_sync, bi_reader;"""
 POSTGRESQL_AFTER = """\
 GRANT USAGE ON SCHEMA public TO comm100_sync, bi_reader;
-GRANT SELECT, INSERT, UPDATE ON platforms, platform_audit, sync_runs TO comm100_sync;
+GRANT SELECT, INSERT, UPDATE ON platforms, platform_audit, sync_runs, sync_auth_state, \
+sync_token_cache TO comm100_sync;
 GRANT SELECT ON alembic_version TO comm100_sync;
 GRANT USAGE ON SEQUENCE platform_audit_id_seq, sync_runs_id_seq TO comm100_sync;
 GRANT SELECT ON platforms_current, platform_history, platforms, platform_audit, sync_runs \
@@ -54,6 +55,8 @@ MARIADB_AFTER = """\
 GRANT SELECT, INSERT, UPDATE ON bi.platforms TO 'comm100_sync'@'%';
 GRANT SELECT, INSERT, UPDATE ON bi.platform_audit TO 'comm100_sync'@'%';
 GRANT SELECT, INSERT, UPDATE ON bi.sync_runs TO 'comm100_sync'@'%';
+GRANT SELECT, INSERT, UPDATE ON bi.sync_auth_state TO 'comm100_sync'@'%';
+GRANT SELECT, INSERT, UPDATE ON bi.sync_token_cache TO 'comm100_sync'@'%';
 GRANT SELECT ON bi.alembic_version TO 'comm100_sync'@'%';
 GRANT SELECT ON bi.platforms_current TO 'bi_reader'@'%';
 GRANT SELECT ON bi.platform_history TO 'bi_reader'@'%';
@@ -161,7 +164,9 @@ def sync_with(url: str, emulator: Emulator, platforms: list[dict[str, Any]]) -> 
     try:
         ensure_schema(engine, auto_migrate=False)
         emulator.set_platforms(platforms)
-        result = run_once(engine, build_client(settings), CycleOptions(max_delete_fraction=1.0))
+        result = run_once(
+            engine, build_client(settings, engine), CycleOptions(max_delete_fraction=1.0)
+        )
         assert result.error is None, result.error
         return result.status
     finally:

@@ -184,8 +184,9 @@ def test_deployment_runs_the_loop_with_health_probes_on_the_metrics_port() -> No
     assert deployment["spec"]["replicas"] == 1
     assert port["name"] == "metrics"
     assert int(config["SYNC_METRICS_PORT"]) == port["containerPort"]
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert main[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    # Liveness must not follow freshness: an API outage would restart healthy pods.
+    assert main["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "metrics"}
+    assert main["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert annotations == {
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(port["containerPort"]),

@@ -77,7 +77,7 @@ def cycle(emulator: Emulator, database_url: str) -> Iterator[Callable[..., RunRe
         if engine is None:
             engine = build_engine(settings)
             engines.append(engine)
-        return run_once(engine, build_client(settings), cycle_options(settings))
+        return run_once(engine, build_client(settings, engine), cycle_options(settings))
 
     yield run
     for engine in engines:
@@ -137,13 +137,13 @@ def test_a_locked_sqlite_database_fails_with_75(tmp_path: Path, emulator: Emulat
     blocker = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
     try:
-        result = run_once(engine, build_client(settings), cycle_options(settings))
+        result = run_once(engine, build_client(settings, engine), cycle_options(settings))
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
     assert (result.status, result.exit_code) == ("failed", 75)
     assert "locked" in str(result.error)
-    again = run_once(engine, build_client(settings), cycle_options(settings))
+    again = run_once(engine, build_client(settings, engine), cycle_options(settings))
     engine.dispose()
     assert again.status == "success"
 
@@ -167,7 +167,7 @@ def test_a_full_sqlite_disk_fails_with_75_and_writes_nothing(
 
     engine.dispose()  # new connections get the cap
     emulator.set_platforms(many(5000))
-    result = run_once(engine, build_client(settings), cycle_options(settings))
+    result = run_once(engine, build_client(settings, engine), cycle_options(settings))
     assert (result.status, result.exit_code) == ("failed", 75)
     assert "full" in str(result.error)
     engine.dispose()
@@ -379,7 +379,7 @@ def test_a_wall_clock_jump_does_not_renew_the_token(database_url: str, tmp_path:
             database_url=database_url,
         )
         engine = build_engine(settings)
-        client = build_client(settings)
+        client = build_client(settings, engine)
         assert run_once(engine, client, cycle_options(settings)).status == "success"
         jump = datetime(2031, 6, 1, 12, 0, tzinfo=UTC)
         with time_machine.travel(jump, tick=True):

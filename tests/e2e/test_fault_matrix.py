@@ -223,7 +223,7 @@ def harness(
         )
         engine = build_engine(settings)
         engines.append(engine)
-        return run_once(engine, build_client(settings), cycle_options(settings)), engine
+        return run_once(engine, build_client(settings, engine), cycle_options(settings)), engine
 
     yield make
     for engine in engines:
@@ -283,7 +283,7 @@ def test_unknown_client_fails_with_77(
     from sync.wiring import build_engine
 
     engine = build_engine(settings)
-    result = run_once(engine, build_client(settings), cycle_options(settings))
+    result = run_once(engine, build_client(settings, engine), cycle_options(settings))
     engine.dispose()
     assert (result.status, result.exit_code) == ("failed", 77)
     assert "invalid_client" in str(result.error)
@@ -310,7 +310,7 @@ def test_a_closed_port_fails_with_75_quickly(database_url: str) -> None:
     )
     engine = build_engine(settings)
     started = time.monotonic()
-    result = run_once(engine, build_client(settings), cycle_options(settings))
+    result = run_once(engine, build_client(settings, engine), cycle_options(settings))
     engine.dispose()
     assert (result.status, result.exit_code) == ("failed", 75)
     assert "connection failed" in str(result.error)
@@ -331,7 +331,7 @@ def two_cycles(database_url: str) -> Iterator[Callable[..., tuple[RunResult, Run
         settings = settings_for(emulator, database_url)
         engine = build_engine(settings)
         engines.append(engine)
-        client = build_client(settings)
+        client = build_client(settings, engine)
         first = run_once(engine, client, cycle_options(settings))
         between()
         return first, run_once(engine, client, cycle_options(settings))

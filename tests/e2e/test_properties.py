@@ -67,7 +67,7 @@ def test_random_histories_keep_table_audit_and_runs_consistent(
 ) -> None:
     config = settings_for(emulator, database_url, max_delete_fraction=1.0)
     engine = build_engine(config)
-    client = build_client(config)
+    client = build_client(config, engine)
 
     class History(RuleBasedStateMachine):
         removed = Bundle("removed")
@@ -154,9 +154,14 @@ def canary_emulator() -> Iterator[Emulator]:
         yield emu
 
 
+@pytest.mark.parametrize("cache_key", [None, "canary-cache-key-5d1e-0123456789abcdef"])
 def test_no_secret_appears_in_logs_errors_status_or_tables(
-    canary_emulator: Emulator, tmp_path: Path, sync_env: Callable[..., dict[str, str]]
+    cache_key: str | None,
+    canary_emulator: Emulator,
+    tmp_path: Path,
+    sync_env: Callable[..., dict[str, str]],
 ) -> None:
+    """With and without SYNC_TOKEN_CACHE_KEY: the cache holds tokens sealed, never in clear."""
     emu = canary_emulator
     url = f"sqlite:///{tmp_path / 'canary.db'}"
     env = sync_env(url) | {
@@ -165,6 +170,8 @@ def test_no_secret_appears_in_logs_errors_status_or_tables(
         "SYNC_API_URL": emu.api_url,
         "SYNC_LOG_LEVEL": "DEBUG",
     }
+    if cache_key is not None:
+        env["SYNC_TOKEN_CACHE_KEY"] = cache_key
     outputs: list[str] = []
 
     def cli(*args: str, **extra: str) -> int:
@@ -200,7 +207,9 @@ def test_no_secret_appears_in_logs_errors_status_or_tables(
         loop.send_signal(signal.SIGTERM)
         out, err = loop.communicate(timeout=15)
         outputs.extend([out, err])
-    assert emu.stats["token_refresh"] >= 1 and emu.stats["token_password"] >= 3
+    # With the cache the second `once` and the loop start with the kept token.
+    assert emu.stats["token_refresh"] >= 1
+    assert emu.stats["token_password"] >= (2 if cache_key else 3)
     assert cli("status") in (0, 1)
     assert cli("status", "--json") in (0, 1)
 
@@ -209,7 +218,7 @@ def test_no_secret_appears_in_logs_errors_status_or_tables(
     }
     refresh_tokens = {r.form["refresh_token"] for r in emu.requests if "refresh_token" in r.form}
     assert access_tokens and refresh_tokens
-    secrets = {PASSWORD, *access_tokens, *refresh_tokens}
+    secrets = {PASSWORD, *access_tokens, *refresh_tokens} | ({cache_key} if cache_key else set())
 
     engine = sa.create_engine(url)
     with engine.connect() as conn:
@@ -218,7 +227,9 @@ def test_no_secret_appears_in_logs_errors_status_or_tables(
             json.dumps([list(map(str, row)) for row in conn.exec_driver_sql(f"SELECT * FROM {t}")])
             for t in names
         ]
+        kept = conn.exec_driver_sql("SELECT count(*) FROM sync_token_cache").scalar_one()
     engine.dispose()
+    assert kept == (1 if cache_key else 0)  # the canaries below prove it is sealed
     haystacks = {"output": "\n".join(outputs), "tables": "\n".join(stored)}
     for where, text in haystacks.items():
         for secret in secrets:

@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from sync.auth import Credentials, TokenProvider
-from sync.errors import AuthError, PayloadError, RejectedError, RemoteError, UnavailableError
+from sync.auth import Credentials, SavedToken, TokenProvider
+from sync.errors import (
+    AuthError,
+    AuthPausedError,
+    PartnerUnknownError,
+    PayloadError,
+    RejectedError,
+    RemoteError,
+    UnavailableError,
+)
 from sync.retry import Deadline
 from tests.unit.fake_partner_api import (
     AUTH_URL,
     CLIENT_ID,
     EMAIL,
     PASSWORD,
+    WALL_EPOCH,
     FakePartnerApi,
     connect_refused,
     dropped_after_send,
@@ -476,34 +487,226 @@ def test_secrets_lists_the_password_and_the_current_tokens(
 # --------------------------------------------------------------------------- partner id
 
 
-def test_partner_id_comes_from_the_token_claim_when_not_configured(
+def test_partner_comes_from_the_token_claim_when_not_configured(
     api: FakePartnerApi, make_tokens: MakeTokens, deadline: Deadline
 ) -> None:
     api.grant(jwt({"sub": "u1", "partnerId": 10042}))
     tokens = make_tokens()
 
-    assert tokens.partner_id == ""
-    tokens.token(deadline)
-    assert tokens.partner_id == "10042"
+    assert tokens.known_partner is None
+    assert tokens.partner(deadline) == "10042"
+    assert tokens.known_partner == "10042"
 
 
-def test_configured_partner_id_wins_over_the_claim(
+def test_configured_partner_is_known_before_any_request(
+    api: FakePartnerApi, make_tokens: MakeTokens
+) -> None:
+    assert make_tokens(partner_id="10042").known_partner == "10042"
+    assert len(api.mock.calls) == 0
+
+
+def test_configured_partner_must_match_the_claim(
     api: FakePartnerApi, make_tokens: MakeTokens, deadline: Deadline
 ) -> None:
-    api.grant(jwt({"partnerId": "from-token"}))
-    tokens = make_tokens(partner_id="configured")
+    api.grant(jwt({"partnerId": "20000"}))
+    tokens = make_tokens(partner_id="10000")
 
-    tokens.token(deadline)
+    with pytest.raises(AuthError, match="belong to partner 20000") as caught:
+        tokens.partner(deadline)
 
-    assert tokens.partner_id == "configured"
+    assert caught.value.exit_code == 77
 
 
-def test_partner_id_is_empty_for_an_opaque_token(
+def test_configured_partner_serves_when_the_token_has_no_claim(
     api: FakePartnerApi, make_tokens: MakeTokens, deadline: Deadline
 ) -> None:
     api.grant("opaque-token")
+
+    assert make_tokens(partner_id="10000").partner(deadline) == "10000"
+
+
+def test_no_configured_partner_and_no_claim_is_a_configuration_error(
+    api: FakePartnerApi, make_tokens: MakeTokens, deadline: Deadline
+) -> None:
+    api.grant("opaque-token")
+
+    with pytest.raises(PartnerUnknownError, match="set SYNC_PARTNER_ID") as caught:
+        make_tokens().partner(deadline)
+
+    assert caught.value.exit_code == 78
+
+
+# --------------------------------------------------------------------------- refusal pause
+
+
+class MemoryLedger:
+    """An AuthLedger that pauses until a fixed time after each refusal."""
+
+    def __init__(self, paused_until: datetime | None = None) -> None:
+        self.paused_until = paused_until
+        self.refusals: list[str] = []
+        self.accepted_partners: list[str | None] = []
+
+    def next_attempt_at(self) -> datetime | None:
+        return self.paused_until
+
+    def refused(self, error: str) -> datetime:
+        self.refusals.append(error)
+        self.paused_until = datetime(2030, 1, 1, tzinfo=UTC)
+        return self.paused_until
+
+    def accepted(self, partner_id: str | None) -> None:
+        self.accepted_partners.append(partner_id)
+        self.paused_until = None
+
+    def known_partner(self) -> str | None:
+        return "remembered"
+
+
+def test_a_refused_password_is_recorded_and_the_next_grant_is_not_sent(
+    api: FakePartnerApi, make_transport: Callable[..., Any], clock: Any
+) -> None:
+    api.token_error(400, "invalid_grant")
+    ledger = MemoryLedger()
+    tokens = provider(make_transport(), clock, ledger=ledger)
+
+    with pytest.raises(AuthError):
+        tokens.token(cycle(clock))
+    with pytest.raises(AuthPausedError, match="2030-01-01T00:00:00Z") as caught:
+        tokens.token(cycle(clock))
+
+    assert ledger.refusals == ["invalid_grant"]
+    assert caught.value.exit_code == 77
+    assert len(api.token_forms()) == 1
+
+
+def test_force_auth_sends_the_grant_despite_the_pause(
+    api: FakePartnerApi, make_transport: Callable[..., Any], clock: Any
+) -> None:
+    api.grant(jwt({"partnerId": "10000"}))
+    ledger = MemoryLedger(paused_until=datetime(2030, 1, 1, tzinfo=UTC))
+    tokens = provider(make_transport(), clock, ledger=ledger, force_auth=True)
+
+    tokens.token(cycle(clock))
+
+    assert ledger.accepted_partners == ["10000"]
+    assert ledger.paused_until is None
+
+
+def test_a_paused_login_still_renews_with_its_refresh_token(
+    api: FakePartnerApi, make_transport: Callable[..., Any], clock: Any
+) -> None:
+    """Only the password grant risks a lockout; a refresh grant is no login attempt."""
+    api.grant("first", expires_in=600, refresh_token=REFRESH)
+    api.grant("second", expires_in=600)
+    ledger = MemoryLedger()
+    tokens = provider(make_transport(), clock, ledger=ledger)
+    tokens.token(cycle(clock))
+    ledger.paused_until = datetime(2030, 1, 1, tzinfo=UTC)
+
+    clock.advance(600)
+    assert tokens.token(cycle(clock)) == "second"
+    assert grant_types(api) == ["password", "refresh_token"]
+
+
+def test_the_last_known_partner_comes_from_the_ledger(
+    make_transport: Callable[..., Any], clock: Any
+) -> None:
+    assert provider(make_transport(), clock, ledger=MemoryLedger()).known_partner == "remembered"
+
+
+# --------------------------------------------------------------------------- shared cache
+
+
+class MemoryCache:
+    def __init__(self) -> None:
+        self.saved: SavedToken | None = None
+        self.loads = 0
+
+    def load(self) -> SavedToken | None:
+        self.loads += 1
+        return self.saved
+
+    def save(self, token: SavedToken) -> None:
+        self.saved = token
+
+
+def test_a_token_saved_by_one_process_is_used_by_the_next(
+    api: FakePartnerApi, make_transport: Callable[..., Any], clock: Any
+) -> None:
+    api.grant(ACCESS, expires_in=43200, refresh_token=REFRESH)
+    cache = MemoryCache()
+    provider(make_transport(), clock, cache=cache).token(cycle(clock))
+
+    later = provider(make_transport(), clock, cache=cache, wall_offset=3600)
+
+    assert later.token(cycle(clock)) == ACCESS
+    assert len(api.token_forms()) == 1
+
+
+def test_an_expired_shared_token_is_renewed_with_its_refresh_token(
+    api: FakePartnerApi, make_transport: Callable[..., Any], clock: Any
+) -> None:
+    api.grant(ACCESS, expires_in=600, refresh_token=REFRESH)
+    api.grant("renewed", expires_in=600)
+    cache = MemoryCache()
+    provider(make_transport(), clock, cache=cache).token(cycle(clock))
+
+    later = provider(make_transport(), clock, cache=cache, wall_offset=590)
+
+    assert later.token(cycle(clock)) == "renewed"
+    assert grant_types(api) == ["password", "refresh_token"]
+    assert api.token_forms()[1]["refresh_token"] == REFRESH
+    assert cache.saved is not None and cache.saved.access_token == "renewed"
+
+
+def test_a_refused_refresh_takes_the_token_another_process_just_saved(
+    api: FakePartnerApi, make_transport: Callable[..., Any], clock: Any
+) -> None:
+    """Rotating refresh tokens: the loser of a renewal race reuses the winner's token."""
+    api.grant(ACCESS, expires_in=600, refresh_token=REFRESH)
+    api.token_error(400, "invalid_grant")
+    cache = MemoryCache()
+    tokens = provider(make_transport(), clock, cache=cache)
+    tokens.token(cycle(clock))
+    clock.advance(600)
+
+    class RacedCache(MemoryCache):
+        def load(self) -> SavedToken | None:
+            self.loads += 1
+            if self.loads == 2:  # after our refresh was refused, the winner's token is there
+                return SavedToken("winner", "r2", WALL_EPOCH + clock(), 600)
+            return cache.saved
+
+    tokens._cache = RacedCache()
+
+    assert tokens.token(cycle(clock)) == "winner"
+    assert grant_types(api) == ["password", "refresh_token"]
+
+
+def test_token_reprs_show_no_secret(
+    api: FakePartnerApi, make_tokens: MakeTokens, deadline: Deadline
+) -> None:
+    api.grant(ACCESS, refresh_token=REFRESH)
     tokens = make_tokens()
-
     tokens.token(deadline)
+    shown = f"{tokens._cached!r} {SavedToken(ACCESS, REFRESH, 0, 1)!r}"
 
-    assert tokens.partner_id == ""
+    assert ACCESS not in shown and REFRESH not in shown
+
+
+def provider(
+    transport: Any,
+    clock: Any,
+    *,
+    wall_offset: float = 0.0,
+    **options: Any,
+) -> TokenProvider:
+    return TokenProvider(
+        transport,
+        auth_url=AUTH_URL,
+        credentials=Credentials(CLIENT_ID, EMAIL, PASSWORD),
+        clock=clock,
+        wall_clock=lambda: WALL_EPOCH + clock() + wall_offset,
+        **options,
+    )

@@ -17,7 +17,6 @@ from tests.unit.fake_partner_api import (
     PLATFORMS_URL,
     FakePartnerApi,
     dropped_after_send,
-    jwt,
 )
 
 MakeClient = Callable[..., PartnerClient]
@@ -328,30 +327,3 @@ def test_no_error_message_carries_the_password_or_a_token(
     script(api)
 
     fails_with(make_client(retries=1), deadline, RemoteError)
-
-
-# --------------------------------------------------------------------------- partner id
-
-
-def test_partner_id_from_the_jwt_claim_when_not_configured(
-    api: FakePartnerApi, make_client: MakeClient, deadline: Deadline
-) -> None:
-    api.grant(jwt({"partnerId": "p-from-token"}))
-    api.platforms()
-    client = make_client()
-
-    fetch(client, deadline)
-
-    assert client.tokens.partner_id == "p-from-token"
-
-
-def test_configured_partner_id_wins(
-    api: FakePartnerApi, make_client: MakeClient, deadline: Deadline
-) -> None:
-    api.grant(jwt({"partnerId": "p-from-token"}))
-    api.platforms()
-    client = make_client(partner_id="p-configured")
-
-    fetch(client, deadline)
-
-    assert client.tokens.partner_id == "p-configured"

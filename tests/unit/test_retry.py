@@ -16,6 +16,7 @@ from sync.retry import (
     Decision,
     Failure,
     RetryPolicy,
+    auth_pause_seconds,
     backoff_seconds,
     decide,
     parse_retry_after,
@@ -245,3 +246,16 @@ def test_cancellation_ends_the_deadline_at_once(clock) -> None:
     assert deadline.cancelled
     assert deadline.remaining() == 0.0
     assert deadline.expired()
+
+
+# --------------------------------------------------------------------------- auth pause
+
+
+@pytest.mark.parametrize(
+    ("refusals", "expected"),
+    [(1, 300), (2, 600), (3, 1200), (7, 19200), (8, 21600), (1000, 21600)],
+)
+def test_the_auth_pause_starts_at_one_interval_and_doubles_up_to_the_cap(
+    refusals: int, expected: float
+) -> None:
+    assert auth_pause_seconds(refusals, interval_seconds=300, cap_seconds=21600) == expected

@@ -351,3 +351,47 @@ def test_messages_do_not_carry_pydantic_prefixes(credentials: None) -> None:
     message = config_error(SYNC_API_URL="https://user:pw@example.com/v4")
     assert "SYNC_API_URL: must not carry credentials" in message
     assert "Value error" not in message
+
+
+# --------------------------------------------------------------------------- partner and tokens
+
+
+def test_an_over_long_partner_id_is_a_configuration_error(credentials: None) -> None:
+    assert "SYNC_PARTNER_ID: must be at most 64 characters" in config_error(
+        SYNC_PARTNER_ID="9" * 65
+    )
+
+
+def test_a_partner_id_of_64_characters_is_accepted(
+    credentials: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SYNC_PARTNER_ID", " " + "9" * 64 + " ")
+
+    assert load(Settings).partner_id == "9" * 64
+
+
+def test_a_short_token_cache_key_is_refused_without_showing_it(credentials: None) -> None:
+    key = "short-key-canary-1234"
+    message = config_error(SYNC_TOKEN_CACHE_KEY=key)
+
+    assert "SYNC_TOKEN_CACHE_KEY: must be at least 32 characters" in message
+    assert key not in message
+
+
+def test_the_token_cache_key_is_optional_and_hidden(
+    credentials: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert load(Settings).token_cache_key is None
+    key = "a-token-cache-key-of-enough-length-0123"
+    monkeypatch.setenv("SYNC_TOKEN_CACHE_KEY", key)
+
+    settings = load(Settings)
+
+    assert settings.token_cache_key is not None
+    assert settings.token_cache_key.get_secret_value() == key
+    assert key not in repr(settings)
+
+
+def test_auth_backoff_cap_defaults_to_six_hours(credentials: None) -> None:
+    assert load(Settings).auth_backoff_max_seconds == 21600
+    assert "SYNC_AUTH_BACKOFF_MAX_SECONDS" in config_error(SYNC_AUTH_BACKOFF_MAX_SECONDS="0")
