@@ -1,64 +1,63 @@
-"""The Emulator: configuration, state (platforms, tokens, faults, stats) and request routing."""
+"""The Emulator: configuration, state (lists, tokens, faults, gates, stats) and request routing."""
 
 from __future__ import annotations
 
-import copy
+import itertools
 import threading
-import time
-from collections import deque
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from types import TracebackType
 
 from sync.emulator.control import CONTROL_PREFIX, handle_control
+from sync.emulator.data import (
+    DEFAULT_PARTNER_ID,
+    default_document,
+    populated_document,
+)
 from sync.emulator.faults import ANSWERS_NORMALLY, Fault, FaultQueue, fault_reply
+from sync.emulator.gates import Gate, GateBoard
 from sync.emulator.handler import EmulatorServer, Incoming
-from sync.emulator.ratelimit import RateLimiter
+from sync.emulator.lists import (
+    LIST_NAMES,
+    PARTNER_LISTS,
+    TOKEN_ENDPOINT,
+    TOKEN_PATH,
+    Items,
+    ListRoute,
+    ListStore,
+    document_lists,
+    filter_by_module,
+    list_route,
+    resign_icons,
+    route_for_endpoint,
+    target_for_path,
+)
+from sync.emulator.ratelimit import RateLimiter, too_many_requests
+from sync.emulator.records import RequestLog, RequestRecord
 from sync.emulator.replies import Reply, dump_json, error_reply
-from sync.emulator.tokens import TokenAuthority, parse_form
+from sync.emulator.tokens import TokenAuthority
 
 DEFAULT_CLIENT_ID = "demo-client"
 DEFAULT_EMAIL = "demo@example.com"
 DEFAULT_PASSWORD = "demo-password"
-DEFAULT_PARTNER_ID = "10000"
-DEFAULT_PLATFORMS: list[dict[str, object]] = [
-    {"id": 100, "name": "US"},
-    {"id": 200, "name": "EU"},
-    {"id": 300, "name": "AU"},
-]
-TOKEN_PATH = "/oauth/token"
-PLATFORMS_PATH = "/v4/global/platforms"
 STAT_KEYS = (
     "token_password",
     "token_refresh",
     "token_rejected",
     "token_fault",
-    "platforms_ok",
-    "platforms_unauthorized",
-    "platforms_fault",
+    *(f"{name}_{outcome}" for name in LIST_NAMES for outcome in ("ok", "unauthorized", "fault")),
     "rate_limited",
 )
 # Two waits (accept loop, then request threads) stay within the promised second.
 STOP_TIMEOUT_SECONDS = 0.5
-# Enough for any test; bounds the memory of an emulator left running for days.
-MAX_RECORDED_REQUESTS = 100_000
-_ROUTES = {TOKEN_PATH: ("token", "POST"), PLATFORMS_PATH: ("platforms", "GET")}
-
-
-@dataclass(frozen=True)
-class RequestRecord:
-    """One API request as the emulator saw it (control requests are not recorded)."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    form: dict[str, str]  # token requests only; the password shows as "***"
-    timestamp: float
-    client_ip: str
 
 
 class Emulator:
-    """A local stand-in for the Comm100 Partner API: token endpoint, platform list, faults.
+    """A local stand-in for the Comm100 Partner API: token endpoint, every list, faults, gates.
+
+    Lists start as a small realistic account (data.py), or as the `data` document given
+    ({"platforms": [...], "agents": {"10001": [...]}, ...}; lists it leaves out are empty);
+    `platforms`, when given, replaces the platform list of either.
 
     The /_emulator/ control endpoints (control=True) let anyone who can reach the port
     rewrite its answers: this is a test tool, to be bound to loopback, never exposed.
@@ -78,11 +77,16 @@ class Emulator:
         rotate_refresh_tokens: bool = False,
         rate_limit: int | None = 300,
         rate_window_seconds: float = 300.0,
-        platforms: list[dict[str, object]] | None = None,
+        platforms: Sequence[Mapping[str, object]] | None = None,
+        data: Mapping[str, object] | None = None,
+        latency_seconds: float = 0.0,
+        rotate_plan_icons: bool = False,
         control: bool = True,
     ) -> None:
         if token_lifetime_seconds < 0:
             raise ValueError("token_lifetime_seconds must not be negative")
+        if latency_seconds < 0:
+            raise ValueError("latency_seconds must not be negative")
         self.host = host
         self.port = port
         self.client_id = client_id
@@ -92,6 +96,9 @@ class Emulator:
         self.control = control
         self.rate_limit = rate_limit
         self.rate_window_seconds = rate_window_seconds
+        # Read on every request, so both may be changed while serving.
+        self.latency_seconds = latency_seconds
+        self.rotate_plan_icons = rotate_plan_icons
         self._tokens = TokenAuthority(
             client_id=client_id,
             email=email,
@@ -103,11 +110,15 @@ class Emulator:
         )
         self._limiter = None if rate_limit is None else RateLimiter(rate_limit, rate_window_seconds)
         self._faults = FaultQueue()
+        self._gates = GateBoard()
         self._lock = threading.Lock()
-        self._platforms: list[dict[str, object]] = []
-        self.set_platforms(DEFAULT_PLATFORMS if platforms is None else platforms)
+        self._lists = ListStore()
+        self._icon_serials = itertools.count(1)
+        self.load(default_document() if data is None else data)
+        if platforms is not None:
+            self.set_platforms(platforms)
         self._stats = dict.fromkeys(STAT_KEYS, 0)
-        self._requests: deque[RequestRecord] = deque(maxlen=MAX_RECORDED_REQUESTS)
+        self._requests = RequestLog()
         self._stopping = threading.Event()
         self._server: EmulatorServer | None = None
         self._thread: threading.Thread | None = None
@@ -136,8 +147,10 @@ class Emulator:
         if server is None or thread is None:
             return
         self._server = self._thread = None
-        # Wakes the delay and drip faults; closing the connections wakes idle keep-alive readers.
+        # Wakes the delay and drip faults and the latency; closing the connections wakes idle
+        # keep-alive readers; released gates let held requests finish.
         self._stopping.set()
+        self._gates.release_all()
         server.wake()
         thread.join(STOP_TIMEOUT_SECONDS)
         server.close_connections()
@@ -183,24 +196,101 @@ class Emulator:
 
     # -- scripting -------------------------------------------------------------------------
 
-    def set_platforms(self, platforms: list[dict[str, object]]) -> None:
-        """Replace the platform list; objects are served as given, extra fields included."""
-        dump_json(platforms)  # fail here, not on the next request, if it is not JSON
-        with self._lock:
-            self._platforms = copy.deepcopy(platforms)
+    def set_list(
+        self,
+        name: str,
+        items: Sequence[Mapping[str, object]],
+        *,
+        site_id: int | None = None,
+    ) -> None:
+        """Replace one list; objects are served as given, extra fields included.
+
+        Args:
+            name: one of LIST_NAMES; "site_products" is a site's /products list.
+            items: the objects, copied in.
+            site_id: the site, for a per-site list (SITE_LISTS) only.
+
+        Raises:
+            ValueError: unknown name, or site_id given to a partner list or missing for a
+                per-site one, or an item that is not an object.
+            TypeError: a value that JSON cannot carry.
+        """
+        self._lists.set(list_route(name, site_id), items)
+
+    def get_list(self, name: str, *, site_id: int | None = None) -> Items:
+        """A copy of one list (empty if never set); same arguments as set_list."""
+        return self._lists.get(list_route(name, site_id))
+
+    def set_sites(self, sites: Sequence[Mapping[str, object]]) -> None:
+        """Replace the site list; the per-site lists of sites left out stay as they are."""
+        self.set_list("sites", sites)
+
+    def set_platforms(self, platforms: Sequence[Mapping[str, object]]) -> None:
+        """Replace the platform list (set_list("platforms", ...))."""
+        self.set_list("platforms", platforms)
 
     @property
-    def platforms(self) -> list[dict[str, object]]:
+    def platforms(self) -> Items:
         """A copy of the current platform list."""
-        with self._lock:
-            return copy.deepcopy(self._platforms)
+        return self.get_list("platforms")
+
+    def load(self, document: Mapping[str, object]) -> None:
+        """Replace every list with a data document's; the lists it leaves out become empty.
+
+        Raises:
+            ValueError: the document is not of the shape lists.document_lists describes.
+        """
+        self._lists.replace(document_lists(document))
+
+    def populate(self, sites: int, per_site: int = 10, seed: int = 0) -> None:
+        """Replace the sites and every per-site list with a generated account (benchmarks).
+
+        Site ids run from 20001; see data.populated_document. Platforms, products and plans
+        stay as they are.
+        """
+        generated = document_lists(populated_document(sites, per_site, seed))
+        self._lists.replace(generated, keep=[n for n in PARTNER_LISTS if n != "sites"])
 
     def inject(self, endpoint: str, fault: Fault, times: int | None = 1) -> None:
-        """Queue a fault for the next `times` requests to "token" or "platforms" (None: all).
+        """Queue a fault for the next `times` requests to `endpoint` (None: all).
 
-        Faults fire in FIFO order per endpoint, before the grant or the bearer token is checked.
+        Args:
+            endpoint: "token"; a list name ("agents": that list on every site); or a per-site
+                list on one site ("agents@10001"), whose faults come before the list's own.
+            fault: what to do instead of (or on top of) the real answer.
+            times: how many requests it spoils; None for every one until clear_faults().
+
+        Faults fire in FIFO order per endpoint, before the grant, the bearer token or the site
+        is checked.
         """
+        route_for_endpoint(endpoint)
         self._faults.push(endpoint, fault, times)
+
+    def gate(self, endpoint: str, times: int = 1) -> Gate:
+        """Hold the next `times` requests to `endpoint` until the returned gate is released.
+
+        `endpoint` is named as for inject(); a site-scoped gate takes a request before a gate
+        on the whole list. stop() releases every gate.
+        """
+        route_for_endpoint(endpoint)
+        return self._gates.open(endpoint, times)
+
+    def find_gate(self, gate_id: int) -> Gate | None:
+        """The gate with this id (Gate.id), for the control API."""
+        return self._gates.find(gate_id)
+
+    def set_rate_limit(self, limit: int | None, window_seconds: float) -> None:
+        """Change the per-IP limit now (None: no limit); calls already counted stay counted."""
+        if limit is not None and (limit < 1 or window_seconds <= 0):
+            raise ValueError("rate limit and window must be positive")
+        with self._lock:
+            self.rate_limit, self.rate_window_seconds = limit, window_seconds
+            if limit is None:
+                self._limiter = None
+            elif self._limiter is None:
+                self._limiter = RateLimiter(limit, window_seconds)
+            else:
+                self._limiter.configure(limit, window_seconds)
 
     def clear_faults(self) -> None:
         self._faults.clear()
@@ -231,43 +321,48 @@ class Emulator:
     @property
     def requests(self) -> list[RequestRecord]:
         """A snapshot of the API requests seen so far (the latest 100,000), oldest first."""
-        with self._lock:
-            return list(self._requests)
+        return self._requests.snapshot()
 
     def clear_requests(self) -> None:
-        with self._lock:
-            self._requests.clear()
+        self._requests.clear()
+
+    def count_requests(self, path_prefix: str = "", method: str | None = None) -> int:
+        """How many recorded API requests have a path starting with `path_prefix`."""
+        return self._requests.count(path_prefix, method)
 
     # -- serving ---------------------------------------------------------------------------
 
     def _respond(self, incoming: Incoming) -> Reply:
         if self.control and incoming.path.startswith(CONTROL_PREFIX):
             return handle_control(self, incoming)
-        self._record(incoming)
-        if self._limiter is not None:
-            retry_after = self._limiter.acquire(incoming.client_ip)
-            if retry_after is not None:
-                self._count("rate_limited")
-                description = (
-                    f"rate limit of {self.rate_limit} calls per "
-                    f"{self.rate_window_seconds:g} seconds exceeded"
-                )
-                headers = (("Retry-After", str(retry_after)),)
-                return error_reply(429, "too_many_requests", description, headers=headers)
-        route = _ROUTES.get(incoming.path)
-        if route is None:
+        with_form = incoming.path == TOKEN_PATH and incoming.method == "POST"
+        self._requests.record(incoming, with_form=with_form)
+        if self.latency_seconds > 0:
+            self._stopping.wait(self.latency_seconds)
+        limited = self._rate_limited(incoming.client_ip)
+        if limited is not None:
+            return limited
+        target = target_for_path(incoming.path)
+        if target is None:
             return error_reply(404, "not_found", f"no such endpoint: {incoming.path}")
-        endpoint, method = route
-        if incoming.method != method:
-            description = f"{incoming.path} accepts {method} only"
-            return error_reply(405, "method_not_allowed", description, headers=(("Allow", method),))
-        fault = self._faults.take(endpoint)
+        if incoming.method != target.method:
+            allow = target.method
+            description = f"{incoming.path} accepts {allow} only"
+            return error_reply(405, "method_not_allowed", description, headers=(("Allow", allow),))
+        self._gates.hold(target.keys)
+        return self._serve(target.endpoint, target.keys, incoming)
+
+    def _serve(self, endpoint: str, keys: tuple[str, ...], incoming: Incoming) -> Reply:
+        """The answer, or the fault queued for `keys` (most specific first)."""
+        fault = self._faults.take(keys)
         if fault is None:
             return self._answer(endpoint, incoming)
-        self._count(f"{endpoint}_fault")
+        route = route_for_endpoint(endpoint)
+        self._count(f"{TOKEN_ENDPOINT if route is None else route.spec.name}_fault")
         if fault.kind not in ANSWERS_NORMALLY:
-            sample = self._tokens.sample_response() if endpoint == "token" else self.platforms
-            return fault_reply(endpoint, fault, sample)
+            if route is None:
+                return fault_reply(None, fault, self._tokens.sample_response())
+            return fault_reply(route.spec, fault, self._lists.get(route))
         if fault.kind == "delay":
             self._stopping.wait(fault.delay_seconds)
         reply = self._answer(endpoint, incoming)
@@ -277,42 +372,49 @@ class Emulator:
             return replace(reply, delivery="drip", delay_seconds=fault.delay_seconds)
         return reply
 
+    def _rate_limited(self, client_ip: str) -> Reply | None:
+        """A 429 when `client_ip` is over the limit (token requests count too), else None."""
+        with self._lock:
+            limiter, limit, window = self._limiter, self.rate_limit, self.rate_window_seconds
+        retry_after = None if limiter is None else limiter.acquire(client_ip)
+        if retry_after is None or limit is None:
+            return None
+        self._count("rate_limited")
+        return too_many_requests(limit, window, retry_after)
+
     def _answer(self, endpoint: str, incoming: Incoming) -> Reply:
-        """What the real endpoint would answer."""
-        if endpoint == "token":
+        """What the real endpoint would answer.
+
+        Args:
+            endpoint: "token", or the request's list endpoint ("platforms", "agents@10001").
+        """
+        route = route_for_endpoint(endpoint)
+        if route is None:
             content_type = incoming.header("Content-Type")
             reply, outcome = self._tokens.handle(incoming.query, content_type, incoming.body)
             self._count(f"token_{outcome}")
             return reply
+        name = route.spec.name
         problem = self._tokens.check_bearer(incoming.header("Authorization"))
         if problem is not None:
-            self._count("platforms_unauthorized")
+            self._count(f"{name}_unauthorized")
             challenge = f'Bearer error="invalid_token", error_description="{problem}"'
             headers = (("WWW-Authenticate", challenge),)
             return error_reply(401, "invalid_token", problem, headers=headers)
-        self._count("platforms_ok")
-        with self._lock:
-            body = dump_json(self._platforms)
-        return Reply(200, body)
+        if route.site_id is not None:
+            refusal = self._lists.refusal(route.site_id)
+            if refusal is not None:
+                return error_reply(*refusal)
+        self._count(f"{name}_ok")
+        return Reply(200, self._list_body(route, incoming.query))
 
-    def _record(self, incoming: Incoming) -> None:
-        form: dict[str, str] = {}
-        if incoming.path == TOKEN_PATH and incoming.method == "POST":
-            parsed = parse_form(incoming.header("Content-Type"), incoming.body) or {}
-            form = {name: values[0] for name, values in parsed.items()}
-            if "password" in form:
-                form["password"] = "***"
-        record = RequestRecord(
-            method=incoming.method,
-            path=incoming.path,
-            query=incoming.query,
-            headers=incoming.headers,
-            form=form,
-            timestamp=time.time(),
-            client_ip=incoming.client_ip,
-        )
-        with self._lock:
-            self._requests.append(record)
+    def _list_body(self, route: ListRoute, query: dict[str, str]) -> bytes:
+        name = route.spec.name
+        if name == "products" and "module" in query:
+            return dump_json(filter_by_module(self._lists.get(route), query["module"]))
+        if name == "plans" and self.rotate_plan_icons:
+            return dump_json(resign_icons(self._lists.get(route), next(self._icon_serials)))
+        return self._lists.body(route)
 
     def _count(self, key: str) -> None:
         with self._lock:

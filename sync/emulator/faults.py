@@ -1,16 +1,20 @@
-"""Scripted faults: what can go wrong, the queue of them per endpoint, and the bodies they send."""
+"""Scripted faults: what can go wrong, the queue of them per endpoint, and the bodies they send.
+
+Endpoints are named as in lists.py: "token", a list name, or "agents@10001". A reshaping fault
+defaces the list it is served on, in that list's own shape (its id type, its label field).
+"""
 
 from __future__ import annotations
 
 import threading
-from collections import deque
-from collections.abc import Iterator
+from collections import defaultdict, deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 
+from sync.emulator.lists import TOKEN_ENDPOINT, ListSpec
 from sync.emulator.replies import JSON, JSON_UTF8, NO_STORE, Reply, dump_json, error_reply
 
-ENDPOINTS = ("token", "platforms")
 FAULT_KINDS = (
     "status",
     "delay",
@@ -33,7 +37,9 @@ FAULT_KINDS = (
 # These still run the real endpoint: the fault is in the timing or the label, not the content.
 ANSWERS_NORMALLY = ("delay", "wrong_content_type", "drip")
 # A token response has no list to duplicate items in.
-PLATFORMS_ONLY = ("duplicate_conflict", "duplicate_identical")
+LISTS_ONLY = ("duplicate_conflict", "duplicate_identical")
+# The wrong-typed id a string-id list gets.
+WRONG_INT_ID = 12345
 
 BIG_FIRST_ID = 10**9
 # Fixed-width items (10-digit ids) make the length of a big body known before it is generated.
@@ -84,28 +90,34 @@ class _Entry:
 
 
 class FaultQueue:
-    """FIFO of faults per endpoint; an entry with remaining=None fires until cleared."""
+    """FIFO of faults per endpoint name; an entry with remaining=None fires until cleared."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._queues: dict[str, deque[_Entry]] = {endpoint: deque() for endpoint in ENDPOINTS}
+        self._queues: defaultdict[str, deque[_Entry]] = defaultdict(deque)
 
     def push(self, endpoint: str, fault: Fault, times: int | None) -> None:
-        """Queue `fault` for the next `times` requests to `endpoint` (None: every request)."""
-        if endpoint not in ENDPOINTS:
-            raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {ENDPOINTS}")
-        if endpoint == "token" and fault.kind in PLATFORMS_ONLY:
-            raise ValueError(f"fault kind {fault.kind!r} applies to the platforms endpoint only")
+        """Queue `fault` for the next `times` requests to `endpoint` (None: every request).
+
+        `endpoint` is a valid endpoint name (see lists.route_for_endpoint), checked by the caller.
+        """
+        if endpoint == TOKEN_ENDPOINT and fault.kind in LISTS_ONLY:
+            raise ValueError(f"fault kind {fault.kind!r} applies to list endpoints only")
         if times is not None and times < 1:
             raise ValueError("times must be at least 1, or None for every request")
         with self._lock:
             self._queues[endpoint].append(_Entry(fault, times))
 
-    def take(self, endpoint: str) -> Fault | None:
-        """The fault for this request to `endpoint`, if any, consuming one use of it."""
+    def take(self, keys: Sequence[str]) -> Fault | None:
+        """The fault for this request, if any, consuming one use of it.
+
+        Args:
+            keys: the endpoint names the request matches, most specific first ("agents@10001",
+                then "agents"): the first with a queued fault supplies it.
+        """
         with self._lock:
-            queue = self._queues[endpoint]
-            if not queue:
+            queue = next((q for key in keys if (q := self._queues.get(key))), None)
+            if queue is None:
                 return None
             entry = queue[0]
             if entry.remaining is not None:
@@ -120,19 +132,19 @@ class FaultQueue:
                 queue.clear()
 
 
-def fault_reply(endpoint: str, fault: Fault, sample: object) -> Reply:
+def fault_reply(spec: ListSpec | None, fault: Fault, sample: object) -> Reply:
     """The reply for a fault that replaces the endpoint's answer.
 
     Args:
-        endpoint: "token" or "platforms".
+        spec: the list served, or None for the token endpoint.
         fault: any kind not in ANSWERS_NORMALLY.
-        sample: what a success would carry (the platform list, or a token response object).
+        sample: what a success would carry (the list, or a token response object).
     """
-    content_type = JSON if endpoint == "token" else JSON_UTF8
-    headers = NO_STORE if endpoint == "token" else ()
+    content_type = JSON if spec is None else JSON_UTF8
+    headers = NO_STORE if spec is None else ()
     kind = fault.kind
     if kind == "status":
-        return _status_reply(endpoint, fault, content_type, headers)
+        return _status_reply(spec, fault, content_type, headers)
     if kind == "raw":
         return Reply(200, fault.body or b"", fault.content_type or JSON, headers)
     if kind == "html":
@@ -140,7 +152,10 @@ def fault_reply(endpoint: str, fault: Fault, sample: object) -> Reply:
     if kind == "reset_before_response":
         return Reply(0, delivery=kind)
     if kind == "big":
-        return Reply(200, b"", JSON_UTF8, headers, delivery=kind, size_bytes=fault.size_bytes)
+        item = BIG_ITEM if spec is None else big_item(spec)
+        return Reply(
+            200, b"", JSON_UTF8, headers, delivery=kind, size_bytes=fault.size_bytes, big_item=item
+        )
     if kind in ("truncated", "reset_mid_body"):
         return Reply(200, dump_json(sample), content_type, headers, delivery=kind)
     if kind == "malformed_json":
@@ -148,22 +163,22 @@ def fault_reply(endpoint: str, fault: Fault, sample: object) -> Reply:
         # Any strict prefix of an array or object is invalid; cutting the str keeps it UTF-8.
         return Reply(200, text[: max(1, len(text) // 2)].encode("utf-8"), content_type, headers)
     if kind == "non_utf8":
-        return Reply(200, _non_utf8_body(sample), content_type, headers)
-    return Reply(200, dump_json(_reshaped(kind, sample)), content_type, headers)
+        return Reply(200, _non_utf8_body(spec, sample), content_type, headers)
+    return Reply(200, dump_json(_reshaped(spec, kind, sample)), content_type, headers)
 
 
 def _status_reply(
-    endpoint: str, fault: Fault, content_type: str, headers: tuple[tuple[str, str], ...]
+    spec: ListSpec | None, fault: Fault, content_type: str, headers: tuple[tuple[str, str], ...]
 ) -> Reply:
     extra = list(headers)
     if fault.retry_after is not None:
         extra.append(("Retry-After", fault.retry_after))
-    if fault.status == 401 and endpoint == "platforms":
+    if fault.status == 401 and spec is not None:
         extra.append(("WWW-Authenticate", 'Bearer error="invalid_token"'))
     if fault.body is not None:
         return Reply(fault.status, fault.body, fault.content_type or JSON, tuple(extra))
     if fault.status == 401:
-        error = "invalid_client" if endpoint == "token" else "invalid_token"
+        error = "invalid_client" if spec is None else "invalid_token"
     else:
         fallback = "server_error" if fault.status >= 500 else "injected_fault"
         error = _STATUS_ERRORS.get(fault.status, fallback)
@@ -177,72 +192,96 @@ def _status_reply(
     )
 
 
-def _reshaped(kind: str, sample: object) -> object:
+def _reshaped(spec: ListSpec | None, kind: str, sample: object) -> object:
     """The sample with the defect `kind` names: wrong container, types, fields or duplicates."""
     if kind == "object":
         return {"data": sample}
-    if isinstance(sample, dict):
-        token = dict(sample)
+    if spec is None:
+        token = dict(sample) if isinstance(sample, dict) else {}
         if kind == "wrong_types":
             token["access_token"] = 12345
             token["expires_in"] = str(token.get("expires_in"))
         elif kind == "missing_fields":
             token.pop("access_token", None)
         return token
-    items = _padded(sample, 2 if kind == "wrong_types" else 1)
+    items = _padded(spec, sample, 2 if kind == "wrong_types" else 1)
+    label = spec.label
     if kind == "wrong_types":
-        items[0]["id"] = str(items[0].get("id"))
-        items[1]["name"] = 123
+        # The id takes the other JSON type: a string where an int is due, an int where a string.
+        items[0]["id"] = str(items[0].get("id")) if spec.int_ids else WRONG_INT_ID
+        items[1][label] = 123
     elif kind == "missing_fields":
-        items[-1].pop("name", None)
+        items[-1].pop(spec.required, None)
     elif kind == "duplicate_conflict":
-        items.append({**items[0], "name": f"{items[0].get('name')} (conflict)"})
+        items.append({**items[0], label: f"{items[0].get(label)} (conflict)"})
     elif kind == "duplicate_identical":
         items.append(dict(items[0]))
     return items
 
 
-def _padded(sample: object, minimum: int) -> list[dict[str, object]]:
-    """Copies of the list's objects, padded with made-up platforms so a defect has a target."""
+def _padded(spec: ListSpec, sample: object, minimum: int) -> list[dict[str, object]]:
+    """Copies of the list's objects, padded with made-up ones so a defect has a target."""
     items = (
         [dict(item) for item in sample if isinstance(item, dict)]
         if isinstance(sample, list)
         else []
     )
-    next_id = _max_id(items) + 100
     while len(items) < minimum:
-        items.append({"id": next_id, "name": f"Platform {next_id}"})
-        next_id += 100
+        items.append(_made_up(spec, items, "Platform" if spec.name == "platforms" else "Item"))
     return items
+
+
+def _made_up(spec: ListSpec, items: list[dict[str, object]], prefix: str) -> dict[str, object]:
+    """An item of the list's shape whose id none of `items` has."""
+    if spec.int_ids:
+        next_id = _max_id(items) + 100
+        return {"id": next_id, spec.label: f"{prefix} {next_id}"}
+    taken = {item.get("id") for item in items}
+    number = next(n for n in range(1, len(items) + 2) if _made_up_id(n) not in taken)
+    return {"id": _made_up_id(number), spec.label: f"{prefix} {number}"}
+
+
+def _made_up_id(number: int) -> str:
+    return f"00000000-0000-4000-8000-{number:012d}"
 
 
 def _max_id(items: list[dict[str, object]]) -> int:
     return max((value for item in items if isinstance(value := item.get("id"), int)), default=0)
 
 
-def _non_utf8_body(sample: object) -> bytes:
+def _non_utf8_body(spec: ListSpec | None, sample: object) -> bytes:
     """The sample plus one value encoded in Latin-1, which a strict UTF-8 decoder rejects."""
     text = dump_json(sample)
-    if isinstance(sample, dict):
+    if spec is None:
         return text[:-1] + b', "region": "Montr\xe9al"}'
-    items = _padded(sample, 0)
-    extra = b'{"id": %d, "name": "Montr\xe9al"}' % (_max_id(items) + 100)
-    return text[:-1] + (b", " if text != b"[]" else b"") + extra + b"]"
+    extra = _made_up(spec, _padded(spec, sample, 0), "Item")
+    extra[spec.label] = "Montr\u00e9al"
+    # ensure_ascii=False keeps é as one character, which Latin-1 turns into the byte 0xE9.
+    encoded = dump_json(extra).decode("utf-8").encode("latin-1")
+    return text[:-1] + (b", " if text != b"[]" else b"") + encoded + b"]"
 
 
-def big_layout(size_bytes: int) -> tuple[int, int]:
+def big_item(spec: ListSpec) -> str:
+    """The fixed-width item template of a big body for `spec` ({0}: a 10-digit number)."""
+    if spec.name == "platforms":
+        return BIG_ITEM
+    key = "{0}" if spec.int_ids else '"{0}"'
+    return '{{"id": ' + key + ', "' + spec.label + '": "' + spec.name + '-{0}"}}'
+
+
+def big_layout(size_bytes: int, item: str = BIG_ITEM) -> tuple[int, int]:
     """How many items a big body of about `size_bytes` holds, and its exact length in bytes."""
-    item_bytes = len(BIG_ITEM.format(BIG_FIRST_ID)) + len(", ")
+    item_bytes = len(item.format(BIG_FIRST_ID)) + len(", ")
     count = max(1, round(size_bytes / item_bytes))
     # "[" and "]" take the place of the separator the last item does not have.
     return count, count * item_bytes
 
 
-def big_chunks(count: int) -> Iterator[bytes]:
-    """A valid JSON array of `count` platforms, a few thousand items at a time."""
+def big_chunks(count: int, item: str = BIG_ITEM) -> Iterator[bytes]:
+    """A valid JSON array of `count` items, a few thousand at a time."""
     for start in range(0, count, BIG_ITEMS_PER_CHUNK):
         stop = min(start + BIG_ITEMS_PER_CHUNK, count)
-        text = ", ".join(BIG_ITEM.format(BIG_FIRST_ID + i) for i in range(start, stop))
+        text = ", ".join(item.format(BIG_FIRST_ID + i) for i in range(start, stop))
         prefix = "[" if start == 0 else ", "
         suffix = "]" if stop == count else ""
         yield (prefix + text + suffix).encode("ascii")

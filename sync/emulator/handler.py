@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from sync.emulator.faults import big_chunks, big_layout
+from sync.emulator.faults import BIG_ITEM, big_chunks, big_layout
 from sync.emulator.replies import Reply, error_reply
 
 _log = logging.getLogger(__name__)
@@ -259,11 +259,12 @@ class EmulatorHandler(BaseHTTPRequestHandler):
                 return
 
     def _send_big(self, reply: Reply) -> None:
-        count, length = big_layout(reply.size_bytes)
+        item = reply.big_item or BIG_ITEM
+        count, length = big_layout(reply.size_bytes, item)
         self._send_head(reply, length)
         if self.command == "HEAD":
             return
-        for chunk in big_chunks(count):
+        for chunk in big_chunks(count, item):
             if self.server.stopping.is_set():
                 return
             self.wfile.write(chunk)

@@ -20,10 +20,12 @@ class Reply:
     content_type: str | None = JSON_UTF8
     headers: tuple[tuple[str, str], ...] = ()
     # How the handler sends it: "normal", or one of the transport faults "truncated",
-    # "reset_before_response", "reset_mid_body", "drip" (delay_seconds), "big" (size_bytes).
+    # "reset_before_response", "reset_mid_body", "drip" (delay_seconds), "big" (size_bytes,
+    # and big_item: one item's JSON text with {0} for its fixed-width number).
     delivery: str = "normal"
     delay_seconds: float = 0.0
     size_bytes: int = 0
+    big_item: str = ""
 
 
 def dump_json(value: object) -> bytes:

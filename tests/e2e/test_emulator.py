@@ -26,6 +26,7 @@ from sync.emulator import (
     DEFAULT_PASSWORD,
     DEFAULT_PLATFORMS,
     FAULT_KINDS,
+    STAT_KEYS,
     Emulator,
     Fault,
 )
@@ -350,7 +351,7 @@ def test_token_past_its_exp_by_the_wall_clock_is_401() -> None:
 
 
 def test_unknown_path_is_404_json(emu: Emulator) -> None:
-    response = requests.get(emu.url + "/v4/global/sites", timeout=TIMEOUT)
+    response = requests.get(emu.url + "/v4/global/nowhere", timeout=TIMEOUT)
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
 
@@ -415,7 +416,7 @@ def test_stats_count_each_outcome_and_reset(emu: Emulator) -> None:
     get_platforms(emu)
     emu.inject("token", Fault("status", status=503))
     token_request(emu, password_form())
-    assert emu.stats == {
+    expected = {
         "token_password": 1,
         "token_refresh": 1,
         "token_rejected": 1,
@@ -423,8 +424,8 @@ def test_stats_count_each_outcome_and_reset(emu: Emulator) -> None:
         "platforms_ok": 1,
         "platforms_unauthorized": 1,
         "platforms_fault": 1,
-        "rate_limited": 0,
     }
+    assert emu.stats == dict.fromkeys(STAT_KEYS, 0) | expected
     emu.reset_stats()
     assert set(emu.stats.values()) == {0}
 
@@ -545,7 +546,7 @@ def test_duplicate_identical_fault_repeats_the_first_object(emu: Emulator) -> No
 
 
 def test_duplicate_faults_are_refused_on_the_token_endpoint(emu: Emulator) -> None:
-    with pytest.raises(ValueError, match="platforms endpoint only"):
+    with pytest.raises(ValueError, match="list endpoints only"):
         emu.inject("token", Fault("duplicate_conflict"))
 
 
@@ -638,7 +639,7 @@ def test_invalid_fault_arguments_are_refused(emu: Emulator) -> None:
     with pytest.raises(ValueError, match="unknown fault kind"):
         Fault("explode")
     with pytest.raises(ValueError, match="unknown endpoint"):
-        emu.inject("sites", Fault("html"))
+        emu.inject("nowhere", Fault("html"))
     with pytest.raises(ValueError, match="times"):
         emu.inject("platforms", Fault("html"), times=0)
 
