@@ -99,7 +99,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     from sync import emulator, logs
 
     logs.configure(fmt="text", level="DEBUG" if args.debug else "INFO")
-    emulator.main(args.host, args.port, platforms_file=args.platforms)
+    emulator.main(args.host, args.port, platforms_file=args.platforms, data_file=args.data)
     return EX_OK
 
 
@@ -148,7 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     emu = sub.add_parser("emulator", help="serve a local emulator of the Partner API")
     emu.add_argument("--host", default="127.0.0.1")
     emu.add_argument("--port", type=int, default=8100)
-    emu.add_argument("--platforms", metavar="FILE", help="JSON file with the initial list")
+    emu.add_argument("--platforms", metavar="FILE", help="JSON file with the platform list")
+    emu.add_argument(
+        "--data",
+        metavar="FILE",
+        help='JSON file with every list: {"platforms": [...], "sites": [...], '
+        '"agents": {"<siteId>": [...]}, ...}',
+    )
     emu.set_defaults(func=cmd_emulator)
     demo = sub.add_parser("demo", help="show a few cycles against the emulator and SQLite")
     demo.add_argument(

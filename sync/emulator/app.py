@@ -295,6 +295,11 @@ class Emulator:
     def clear_faults(self) -> None:
         self._faults.clear()
 
+    def set_password(self, password: str) -> None:
+        """Change the account's password, as a partner does in Comm100's portal."""
+        self.password = password
+        self._tokens.password = password
+
     def revoke_tokens(self) -> None:
         """Every access token issued so far gets 401; refresh tokens stay valid."""
         self._tokens.revoke_access()

@@ -286,8 +286,7 @@ def test_wrong_password_is_filed_under_the_partner_of_the_last_accepted_login(
     cycle: Callable[..., RunResult], emulator: Emulator, engine: Engine
 ) -> None:
     assert cycle().status == "success"
-    emulator.password = "rotated-at-comm100"
-    emulator._tokens.password = "rotated-at-comm100"
+    emulator.set_password("rotated-at-comm100")
 
     result = cycle()
 

@@ -230,7 +230,7 @@ def test_a_cached_token_that_cannot_be_trusted_means_a_fresh_grant(
             conn.execute(sa.update(sync_token_cache).values(sealed=flipped))
         engine.dispose()
     else:
-        emulator.password = emulator._tokens.password = "a-new-password"  # TODO: public API
+        emulator.set_password("a-new-password")
         env["SYNC_PASSWORD"] = "a-new-password"
 
     done = once(env)
