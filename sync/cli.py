@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -14,7 +15,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from sync import __version__
-from sync.errors import EX_INTERNAL, EX_OK, InterruptedCycleError, SyncError
+from sync.errors import EX_INTERNAL, EX_OK, ConfigError, SyncError
 
 if TYPE_CHECKING:
     from sync.settings import DatabaseSettings, Settings
@@ -24,31 +25,49 @@ log = logging.getLogger("sync.cli")
 
 def _setup(kind: Any) -> Any:
     """Load settings of `kind` and configure logging from them."""
-    from sync import logs, settings
+    from sync import logs, pause_points, settings
 
     loaded = settings.load(kind)
+    # Crash and race tests pause a process at an exact point (see sync.pause_points).
+    try:
+        pause_points.arm(os.environ.get("SYNC_TEST_PAUSE_AT"))
+    except ValueError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from None
     secrets = [loaded.password.get_secret_value()] if hasattr(loaded, "password") else []
     logs.configure(fmt=loaded.log_format, level=loaded.log_level, secrets=secrets)
     return loaded
 
 
-def _raise_on_signal(signum: int, _frame: FrameType | None) -> None:
-    raise InterruptedCycleError(f"stopped by {signal.Signals(signum).name}; nothing was committed")
-
-
 def cmd_once(args: argparse.Namespace) -> int:
+    from sync.errors import EX_TEMPFAIL
     from sync.job import run_once
     from sync.migrate import ensure_schema
     from sync.settings import Settings
+    from sync.shutdown import Shutdown, supervise
     from sync.wiring import build_client, build_engine, cycle_options
 
     settings: Settings = _setup(Settings)
+    shutdown = Shutdown(settings.stop_timeout_seconds)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        log.info("%s received: the cycle has %.0fs to finish", name, shutdown.budget_seconds)
+        shutdown.request(name)
+
+    # The cycle runs in a thread and watches `shutdown`; the signal only sets it, so a stop can
+    # never land between a commit and its bookkeeping.
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     engine = build_engine(settings)
     try:
-        ensure_schema(engine, auto_migrate=settings.auto_migrate)
-        client = build_client(settings, engine, force_auth=args.force_auth)
-        signal.signal(signal.SIGTERM, _raise_on_signal)
-        return run_once(engine, client, cycle_options(settings)).exit_code
+        client = build_client(settings, engine, sleep=shutdown.sleep, force_auth=args.force_auth)
+
+        def cycle() -> int:
+            ensure_schema(engine, auto_migrate=settings.auto_migrate)
+            return run_once(engine, client, cycle_options(settings), stop=shutdown).exit_code
+
+        code: int = supervise(cycle, shutdown, client.transport.abort, exit_code=EX_TEMPFAIL)
+        return code
     finally:
         engine.dispose()
 
@@ -107,7 +126,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from sync import demo, logs
 
     logs.configure(fmt="text", level="DEBUG" if args.debug else "WARNING")
-    return int(demo.main(database=args.database))
+    return int(demo.main(database=args.database, force=args.force))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -158,7 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     emu.set_defaults(func=cmd_emulator)
     demo = sub.add_parser("demo", help="show a few cycles against the emulator and SQLite")
     demo.add_argument(
-        "--database", default="comm100_sync_demo.db", help="SQLite file (default %(default)s)"
+        "--database",
+        default="comm100_sync_demo.db",
+        help="SQLite file (default %(default)s); an existing one is replaced only if an "
+        "earlier demo created it",
+    )
+    demo.add_argument(
+        "--force", action="store_true", help="replace the --database file whatever it holds"
     )
     demo.set_defaults(func=cmd_demo)
     return parser

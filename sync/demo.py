@@ -3,7 +3,9 @@ an insert, a rename, a removal and a restore, then the table and the audit trail
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from sync.emulator import (
     DEFAULT_PASSWORD,
     Emulator,
 )
+from sync.errors import ConfigError
 from sync.job import RunResult, run_once
 from sync.migrate import ensure_schema
 from sync.schema import platform_audit, platforms
@@ -88,11 +91,44 @@ def _command() -> str:
     return str(beside)
 
 
-def main(database: str = "comm100_sync_demo.db") -> int:
+# PRAGMA application_id of the databases the demo creates: the only files it will overwrite.
+DEMO_APPLICATION_ID = 0x43314430  # "C1D0"
+
+
+def is_demo_database(path: Path) -> bool:
+    """True for a SQLite file this demo created; False for anything else, read-only."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
+            (application_id,) = conn.execute("PRAGMA application_id").fetchone()
+    except sqlite3.Error:
+        return False
+    return bool(application_id == DEMO_APPLICATION_ID)
+
+
+def prepare(path: Path, *, force: bool) -> None:
+    """Start from an empty database: remove a previous demo's file and its -wal/-shm files.
+
+    Raises:
+        ConfigError: `path` exists and is not a demo database (unless `force`), or is not
+            a regular file.
+    """
+    companions = [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm")]
+    if path.exists() or path.is_symlink():
+        if not path.is_file():
+            raise ConfigError(f"demo --database {path}: not a regular file; choose another path")
+        if not force and not is_demo_database(path):
+            raise ConfigError(
+                f"demo --database {path}: the file exists and is not a demo database; "
+                "choose another path, or pass --force to overwrite it"
+            )
+    for file in (path, *companions):
+        file.unlink(missing_ok=True)
+
+
+def main(database: str = "comm100_sync_demo.db", *, force: bool = False) -> int:
     """Run the demo; returns the exit code (0 when every cycle succeeded)."""
     path = Path(database).resolve()
-    for leftover in path.parent.glob(path.name + "*"):
-        leftover.unlink()  # the demo always starts from an empty database
+    prepare(path, force=force)
     with Emulator(rate_limit=None) as emulator:
         settings = Settings(
             _env_file=None,  # type: ignore[call-arg]
@@ -107,6 +143,8 @@ def main(database: str = "comm100_sync_demo.db") -> int:
         )
         engine = build_engine(settings)
         ensure_schema(engine, auto_migrate=True)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"PRAGMA application_id = {DEMO_APPLICATION_ID}")
         client = build_client(settings, engine)
         print(f"Partner API emulator at {emulator.url}; database {path}\n")
         failed = False

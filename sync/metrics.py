@@ -78,7 +78,7 @@ class Metrics:
         info = Gauge("comm100_sync_build_info", "Version of comm100-sync.", ["version"], registry=r)
         info.labels(__version__).set(1)
         # Series exist from the start at 0, so increase() sees the first failure after a restart.
-        for status in ("success", "failed", "skipped"):
+        for status in ("success", "failed", "skipped", "interrupted"):
             self.cycles.labels(PLATFORMS.name, status)
         for action in ACTIONS.values():
             self.rows.labels(PLATFORMS.name, action)
@@ -132,6 +132,8 @@ class Health:
         self._last_error: str | None = None
 
     def record(self, result: RunResult) -> None:
+        if result.status == "interrupted":
+            return  # the process is stopping; says nothing about the data's freshness
         self._last_status = result.status
         self._last_error = str(result.error) if result.error else None
         if result.status == "success":

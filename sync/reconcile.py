@@ -5,7 +5,7 @@ No I/O and no clock; the store executes the plan.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from sync.errors import SafetyLimitError
@@ -50,8 +50,17 @@ class Plan:
         return bool(self.inserts or self.updates or self.restores or self.deletes)
 
 
-def plan_changes(stored: Stored | Mapping[int, StoredRow], fetched: Iterable[Record]) -> Plan:
-    """Compare by content hash: equal hashes mean equal canonical JSON, so the row is unchanged."""
+def plan_changes(
+    stored: Stored | Mapping[int, StoredRow],
+    fetched: Iterable[Record],
+    *,
+    still_holds: Callable[[Record], bool] | None = None,
+) -> Plan:
+    """Compare by content hash: equal hashes mean equal canonical JSON, so the row is unchanged.
+
+    `still_holds` (a full compare) is asked about each row whose hash matches: does the row
+    really hold that content? One edited by hand keeps its hash, and is rewritten if not.
+    """
     if not isinstance(stored, Stored):
         stored = Stored.of(stored)
     live, deleted = stored.live, stored.deleted
@@ -65,7 +74,7 @@ def plan_changes(stored: Stored | Mapping[int, StoredRow], fetched: Iterable[Rec
         digest = live.get(key)
         if digest is None:
             (restores if key in deleted else inserts).append(record)
-        elif digest != record.digest:
+        elif digest != record.digest or (still_holds is not None and not still_holds(record)):
             updates.append(record)
         else:
             unchanged += 1

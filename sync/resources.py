@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,6 +28,7 @@ class Resource:
             updated_at, deleted_at, plus `typed_columns`.
         audit: change rows; `audit_key` names the column holding the record's id.
         typed_columns: the table's columns filled from each record besides the common ones.
+        typed_fields: the JSON field each of `typed_columns` comes from.
         typed_values: record → values for `typed_columns`, in that order.
     """
 
@@ -37,7 +39,16 @@ class Resource:
     audit: sa.Table
     audit_key: str
     typed_columns: tuple[str, ...]
+    typed_fields: tuple[str, ...]
     typed_values: Callable[[Record], tuple[Any, ...]]
+
+    def shown(self, raw: dict[str, Any], typed: tuple[Any, ...]) -> dict[str, Any]:
+        """A row as a dashboard saw it: `raw`, with typed columns that disagree laid over it."""
+        shown = dict(raw)
+        for field, value in zip(self.typed_fields, typed, strict=True):
+            if raw.get(field) != value:
+                shown[field] = value.isoformat() if isinstance(value, datetime) else value
+        return shown
 
 
 PLATFORMS = Resource(
@@ -48,5 +59,6 @@ PLATFORMS = Resource(
     audit=schema.platform_audit,
     audit_key="platform_id",
     typed_columns=("name",),
+    typed_fields=("name",),
     typed_values=lambda record: (record.name,),
 )

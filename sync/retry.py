@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import Enum
+from typing import Protocol
 
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 30.0
@@ -44,31 +45,42 @@ class Decision:
     reason: str = ""
 
 
+class StopSignal(Protocol):
+    """A stop request and when, on the monotonic clock, work in flight must be done."""
+
+    @property
+    def requested(self) -> bool: ...
+
+    def cutoff(self) -> float:
+        """math.inf until a stop is requested."""
+        ...
+
+
 class Deadline:
     """A point on a monotonic clock that a whole cycle must finish by.
 
-    `cancelled` (e.g. a stop event's is_set) ends it early: a service that is shutting down
-    stops retrying and waiting at once.
+    After a stop request the point moves to the stop's cutoff, if that is sooner: a cycle in
+    flight carries on, but nothing it does (a retry wait, a request) may outlive the budget.
     """
 
     def __init__(
         self,
         seconds: float,
         clock: Callable[[], float],
-        cancelled: Callable[[], bool] = lambda: False,
+        stop: StopSignal | None = None,
     ) -> None:
         self._clock = clock
         self._at = clock() + seconds
-        self._cancelled = cancelled
+        self._stop = stop
 
     @property
-    def cancelled(self) -> bool:
-        return self._cancelled()
+    def stopping(self) -> bool:
+        """A stop was requested: a failure now is the stop's doing, not the API's."""
+        return self._stop is not None and self._stop.requested
 
     def remaining(self) -> float:
-        if self._cancelled():
-            return 0.0
-        return max(0.0, self._at - self._clock())
+        at = self._at if self._stop is None else min(self._at, self._stop.cutoff())
+        return max(0.0, at - self._clock())
 
     def expired(self) -> bool:
         return self.remaining() <= 0.0

@@ -1,13 +1,12 @@
 """`comm100-sync run`: an APScheduler loop of cycles, metrics and health, and a clean stop.
 
-SIGTERM/SIGINT stop new cycles at once; a cycle in flight stops retrying and waiting, commits or
-rolls back whole, and the process exits 0 well within Kubernetes' 30 s grace period.
+SIGTERM/SIGINT stop new cycles at once; a cycle in flight goes on within SYNC_STOP_TIMEOUT_SECONDS
+(see sync.shutdown), so a rolling deploy neither abandons nearly finished work nor waits for ever.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import random
 import signal
 import threading
@@ -19,18 +18,16 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from sync.errors import EX_CONFIG, EX_OK, ConfigError, SyncError
-from sync.job import run_once
+from sync.job import Upkeep, run_once
 from sync.metrics import Health, Metrics, serve
 from sync.migrate import ensure_schema
 from sync.resources import PLATFORMS
 from sync.settings import Settings
+from sync.shutdown import Shutdown, wait_for
 from sync.wiring import build_client, build_engine, cycle_options
 
 log = logging.getLogger(__name__)
 
-# How long a stop waits for the cycle in flight before the process exits anyway (its
-# transaction is then rolled back by the server when the connection drops).
-SHUTDOWN_GRACE_SECONDS = 8.0
 JOB_ID = "sync-platforms"
 
 
@@ -39,12 +36,13 @@ class Service:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.stop = threading.Event()
+        self.shutdown = Shutdown(settings.stop_timeout_seconds)
         self.exit_code = EX_OK
         self.engine = build_engine(settings)
-        # Retry back-offs wait on the stop event, so a signal cuts them short.
-        self.client = build_client(settings, self.engine, sleep=self.stop.wait)
+        # Retry back-offs end at a stop's cutoff.
+        self.client = build_client(settings, self.engine, sleep=self.shutdown.sleep)
         self.options = cycle_options(settings)
+        self.upkeep = Upkeep()
         self.metrics = Metrics()
         self.health = Health(settings.health_max_age)
         self._in_flight = threading.Lock()
@@ -52,20 +50,22 @@ class Service:
 
     def cycle(self) -> None:
         """One scheduled tick; never raises, so one failing cycle never ends the loop."""
-        if self.stop.is_set() or not self._in_flight.acquire(blocking=False):
+        if self.shutdown.requested or not self._in_flight.acquire(blocking=False):
             return
         try:
             if not self._schema_ready:
                 ensure_schema(self.engine, auto_migrate=self.settings.auto_migrate)
                 self._schema_ready = True
-            result = run_once(self.engine, self.client, self.options, cancelled=self.stop.is_set)
+            result = run_once(
+                self.engine, self.client, self.options, upkeep=self.upkeep, stop=self.shutdown
+            )
             self.metrics.observe(result, self.client.tokens.requests_by_grant)
             self.health.record(result)
         except ConfigError as error:
             # The schema is ahead of this code or migrations are off: ticking again cannot help.
             log.error("stopping: %s", error)
             self.exit_code = EX_CONFIG
-            self.stop.set()
+            self.shutdown.request("configuration error")
         except SyncError as error:
             log.error("cycle could not start: %s", error)
             self.metrics.cycles.labels(PLATFORMS.name, "failed").inc()
@@ -75,12 +75,14 @@ class Service:
         finally:
             self._in_flight.release()
 
-    def wait_for_cycle(self, timeout: float) -> bool:
-        """Wait until no cycle is running; False if one still is after `timeout` seconds."""
-        if self._in_flight.acquire(timeout=timeout):
+    @property
+    def busy(self) -> bool:
+        return self._in_flight.locked()
+
+    def join(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for the cycle in flight, if any."""
+        if self._in_flight.acquire(timeout=max(0.0, timeout)):
             self._in_flight.release()
-            return True
-        return False
 
 
 def _trigger(settings: Settings) -> IntervalTrigger | CronTrigger:
@@ -109,8 +111,16 @@ def run_service(settings: Settings) -> int:
         )
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("%s received: stopping after the cycle in flight", signal.Signals(signum).name)
-        service.stop.set()
+        name = signal.Signals(signum).name
+        if service.busy:
+            log.info(
+                "%s received: no new cycle; the one in flight has %.0fs to finish",
+                name,
+                settings.stop_timeout_seconds,
+            )
+        else:
+            log.info("%s received: stopping", name)
+        service.shutdown.request(name)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -136,19 +146,19 @@ def run_service(settings: Settings) -> int:
     )
     try:
         # Wake often enough for signal handlers to run promptly in the main thread.
-        while not service.stop.wait(0.5):
+        while not service.shutdown.wait(0.5):
             pass
     finally:
         scheduler.shutdown(wait=False)
-        finished = service.wait_for_cycle(SHUTDOWN_GRACE_SECONDS)
+        wait_for(
+            lambda: service.busy,
+            service.join,
+            service.shutdown,
+            service.client.transport.abort,
+            exit_code=service.exit_code,
+        )
         if server is not None:
             server.shutdown()
-        if not finished:
-            # The worker thread would keep the interpreter alive; leave now, and let the
-            # database roll back the open transaction when our connection drops.
-            log.warning("the cycle in flight did not finish in time; exiting without it")
-            logging.shutdown()
-            os._exit(service.exit_code)
         service.engine.dispose()
         log.info("service stopped")
     return service.exit_code

@@ -13,10 +13,12 @@ from sqlalchemy.engine import Dialect
 
 # The Alembic revision this package's code expects. Comparing it with alembic_version lets
 # `once` skip loading Alembic when the schema is already current (tests keep it at head).
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 
 ACTIONS = ("insert", "update", "delete", "restore")
-RUN_STATUSES = ("running", "success", "failed", "skipped")
+# interrupted: cut short by a stop (SIGTERM) before it committed; partial: a per-site list
+# whose sites did not all answer (the others committed).
+RUN_STATUSES = ("running", "success", "failed", "skipped", "interrupted", "partial")
 PARTNER_ID_LENGTH = 64
 ERROR_TEXT_LENGTH = 2000
 
@@ -108,7 +110,10 @@ sync_runs = sa.Table(
     # BLAKE2b-128 of the response body a successful run applied: a later cycle that receives
     # the same bytes knows the table already says it, and skips parsing and diffing.
     sa.Column("snapshot_hash", sa.String(32), nullable=True),
-    sa.CheckConstraint("status IN ('running', 'success', 'failed', 'skipped')", name="status"),
+    sa.CheckConstraint(
+        "status IN ('running', 'success', 'failed', 'skipped', 'interrupted', 'partial')",
+        name="status",
+    ),
     sa.Index(None, "resource", "partner_id", "started_at"),
     sa.Index(None, "status"),
     # Dashboards' freshness query: max(finished_at) of successful runs (migration 0002).
@@ -178,4 +183,16 @@ sync_token_cache = sa.Table(
     sa.Column("login_key", sa.String(64), primary_key=True),
     sa.Column("sealed", sa.Text(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# One row per (resource, partner): the fence. Every write transaction first updates its row,
+# which holds a row lock until commit, so two writers never read-diff-write the same rows at
+# once, even when the session lock of one of them was lost with its connection.
+sync_state = sa.Table(
+    "sync_state",
+    metadata,
+    sa.Column("resource", sa.String(64), primary_key=True),
+    sa.Column("partner_id", sa.String(PARTNER_ID_LENGTH), primary_key=True),
+    sa.Column("last_write_at", UTCDateTime(), nullable=False),
+    sa.Column("last_run_id", id_type(), nullable=True),
 )

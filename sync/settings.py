@@ -116,6 +116,13 @@ class Settings(DatabaseSettings):
     http_retries: int = Field(default=3, ge=0, le=20)
     cycle_timeout_seconds: float = Field(default=300.0, gt=0)
     max_delete_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
+    # A byte-identical answer skips the comparison, except the first cycle of each process and
+    # at least once per this many seconds: manual edits and old rows get corrected.
+    full_compare_seconds: float = Field(default=3600.0, gt=0)
+    # No-change and skipped runs older than this are deleted (0 keeps every run).
+    run_retention_days: float = Field(default=90.0, ge=0)
+    # After SIGTERM/SIGINT, how long a cycle in flight may still take before it is cut.
+    stop_timeout_seconds: float = Field(default=8.0, gt=0, le=3600)
     max_response_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     allow_insecure_http: bool = False
     # Service mode (`run`).

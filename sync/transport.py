@@ -6,9 +6,11 @@ server cannot hold a cycle past SYNC_CYCLE_TIMEOUT_SECONDS.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import socket
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -16,7 +18,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
+import urllib3.connection
 import urllib3.exceptions
+from requests.adapters import HTTPAdapter
 
 from sync import __version__
 from sync.errors import InterruptedCycleError, PayloadError, UnavailableError
@@ -91,8 +96,10 @@ class Transport:
         sleep: Callable[[float], object] = time.sleep,
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        sockets: OpenSockets | None = None,
     ) -> None:
         self.session = session
+        self.sockets = sockets
         self.session.headers["User-Agent"] = USER_AGENT
         self.policy = policy
         self.timeout_seconds = timeout_seconds
@@ -101,6 +108,11 @@ class Transport:
         self._wall_clock = wall_clock
         self._rng = rng or random.Random()
         self.request_count = 0
+
+    def abort(self) -> None:
+        """Cut the requests in flight (a shutdown past its budget); see OpenSockets."""
+        if self.sockets is not None and self.sockets.abort():
+            log.info("cut the HTTP requests in flight")
 
     def request(
         self,
@@ -146,8 +158,11 @@ class Transport:
                 rng=self._rng,
             )
             if not decision.retry:
-                if deadline.cancelled:
-                    raise InterruptedCycleError(f"{label}: stopping, abandoned the request")
+                if deadline.stopping:
+                    raise InterruptedCycleError(
+                        f"{label}: stopped before an answer arrived ({detail}); "
+                        "nothing was committed"
+                    )
                 raise UnavailableError(
                     f"{label}: {detail} ({decision.reason})",
                     endpoint=endpoint_of(url),
@@ -216,9 +231,91 @@ class Transport:
         return b"".join(chunks)
 
 
-def new_session() -> requests.Session:
-    """A Session with TLS verification on (never switched off) and the User-Agent set."""
+class OpenSockets:
+    """The sockets of this transport's connections, so a shutdown can cut requests in flight.
+
+    A request blocked in a read has no other way out before its timeout: shutting its socket
+    down wakes it with an error, which the cycle then reports as interrupted.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+
+    def add(self, sock: socket.socket | None) -> None:
+        if sock is not None:
+            with self._lock:
+                self._sockets.add(sock)
+
+    def discard(self, sock: socket.socket | None) -> None:
+        if sock is not None:
+            with self._lock:
+                self._sockets.discard(sock)
+
+    def abort(self) -> int:
+        """Shut every open connection down; returns how many there were."""
+        with self._lock:
+            sockets = list(self._sockets)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        return len(sockets)
+
+
+def _tracking_adapter(sockets: OpenSockets) -> HTTPAdapter:
+    """An HTTPAdapter whose connections report their sockets to `sockets`."""
+
+    class Tracked:
+        sock: socket.socket | None
+
+        def connect(self) -> None:
+            super().connect()  # type: ignore[misc]
+            sockets.add(self.sock)
+
+        def close(self) -> None:
+            sockets.discard(self.sock)
+            super().close()  # type: ignore[misc]
+
+    class HTTPConn(Tracked, urllib3.connection.HTTPConnection):
+        pass
+
+    class HTTPSConn(Tracked, urllib3.connection.HTTPSConnection):
+        pass
+
+    class HTTPPool(urllib3.HTTPConnectionPool):
+        ConnectionCls = HTTPConn
+
+    class HTTPSPool(urllib3.HTTPSConnectionPool):
+        ConnectionCls = HTTPSConn
+
+    pools = {"http": HTTPPool, "https": HTTPSPool}
+
+    class Adapter(HTTPAdapter):
+        # urllib3 lets each PoolManager override its pool classes ("so other PoolManagers can
+        # override them"); SOCKS managers keep their own and are not tracked.
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = pools
+
+        def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+            manager = super().proxy_manager_for(proxy, **kwargs)
+            if type(manager) is urllib3.ProxyManager:
+                manager.pool_classes_by_scheme = pools
+            return manager
+
+    return Adapter()
+
+
+def new_session(sockets: OpenSockets | None = None) -> requests.Session:
+    """A Session with TLS verification on (never switched off) and the User-Agent set.
+
+    With `sockets`, every connection's socket is tracked there (see OpenSockets.abort).
+    """
     session = requests.Session()
     session.verify = True
     session.headers["User-Agent"] = USER_AGENT
+    if sockets is not None:
+        adapter = _tracking_adapter(sockets)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
     return session

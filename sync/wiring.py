@@ -17,7 +17,7 @@ from sync.job import CycleOptions
 from sync.retry import RetryPolicy
 from sync.settings import DatabaseSettings, Settings
 from sync.store import create_engine
-from sync.transport import Transport, new_session
+from sync.transport import OpenSockets, Transport, new_session
 
 DEFAULT_ACCOUNT = "default"
 
@@ -32,17 +32,20 @@ def build_client(
     *,
     sleep: Callable[[float], object] = time.sleep,
     force_auth: bool = False,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> PartnerClient:
-    """`sleep` waits between retries; the service passes one that a stop signal interrupts.
+    """`sleep` waits between retries: Shutdown.sleep, so that a stop's cutoff ends it.
 
     The engine keeps the refused-password pause and, with SYNC_TOKEN_CACHE_KEY, the tokens.
     """
+    sockets = OpenSockets()
     transport = Transport(
-        new_session(),
+        new_session(sockets),
         sleep=sleep,
         policy=RetryPolicy(retries=settings.http_retries),
         timeout_seconds=settings.http_timeout_seconds,
         max_response_bytes=settings.max_response_bytes,
+        sockets=sockets,
     )
     credentials = Credentials(
         settings.client_id, settings.email, settings.password.get_secret_value()
@@ -66,6 +69,7 @@ def build_client(
         ),
         cache=cache,
         force_auth=force_auth,
+        clock=monotonic,
     )
     return PartnerClient(transport, tokens, settings.api_url)
 
@@ -75,4 +79,6 @@ def cycle_options(settings: Settings) -> CycleOptions:
         max_delete_fraction=settings.max_delete_fraction,
         cycle_timeout_seconds=settings.cycle_timeout_seconds,
         lock_wait_seconds=settings.lock_wait_seconds,
+        full_compare_seconds=settings.full_compare_seconds,
+        run_retention_days=settings.run_retention_days,
     )

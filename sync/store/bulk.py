@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from sync.models import Record
+from sync.pause_points import pause_point
 from sync.reconcile import Stored
 from sync.resources import Resource
 
@@ -90,6 +91,23 @@ def read_stored(conn: Connection, resource: Resource, partner_id: str) -> Stored
     return Stored(live, deleted)
 
 
+def read_live_contents(
+    conn: Connection, resource: Resource, partner_id: str
+) -> dict[int, tuple[Any, tuple[Any, ...]]]:
+    """Live rows' id → (raw as decoded JSON, typed column values), through SQLAlchemy's types.
+
+    For a full compare only: it reads every document, where a cycle normally reads hashes.
+    """
+    table = resource.table
+    columns = [table.c[name] for name in resource.typed_columns]
+    rows = conn.execute(
+        sa.select(table.c.id, table.c.raw, *columns).where(
+            table.c.partner_id == partner_id, table.c.deleted_at.is_(None)
+        )
+    )
+    return {row[0]: (row[1], tuple(row[2:])) for row in rows}
+
+
 def read_documents(
     conn: Connection, resource: Resource, partner_id: str, keys: Sequence[int]
 ) -> dict[int, str]:
@@ -157,6 +175,7 @@ def upsert(
     rows = _rows(resource, partner_id, records, _timestamp(conn, now))
     for chunk in batched(rows):
         conn.exec_driver_sql(sql, chunk)
+        pause_point("after_first_batch")
 
 
 def soft_delete(
@@ -201,6 +220,7 @@ def _copy(
     with _DriverCursor(conn, statement) as (cursor, sql), cursor.copy(sql) as copy:
         for row in rows:
             copy.write_row(row)
+    pause_point("after_first_batch")
 
 
 def audit_timestamp(conn: Connection, now: datetime) -> Any:

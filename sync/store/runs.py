@@ -37,8 +37,13 @@ def finish_run(
     counts: Mapping[str, int] | None = None,
     error: str | None = None,
     snapshot_hash: str | None = None,
-) -> None:
-    """Close the run row inside the caller's transaction."""
+    only_if_running: bool = False,
+) -> bool:
+    """Close the run row inside the caller's transaction; False if it was not `running`.
+
+    A failure is recorded with `only_if_running`, so that it can never rewrite a run that
+    another path already closed (a committed success above all).
+    """
     values: dict[str, Any] = {
         "status": status,
         "finished_at": now,
@@ -49,13 +54,16 @@ def finish_run(
         values["partner_id"] = partner_id
     if counts:
         values.update({k: int(counts[k]) for k in COUNT_COLUMNS if k in counts})
-    conn.execute(sa.update(sync_runs).where(sync_runs.c.id == run_id).values(**values))
+    statement = sa.update(sync_runs).where(sync_runs.c.id == run_id)
+    if only_if_running:
+        statement = statement.where(sync_runs.c.status == "running")
+    return bool(conn.execute(statement.values(**values)).rowcount)
 
 
-def finish_run_now(engine: Engine, run_id: int, **kwargs: Any) -> None:
+def finish_run_now(engine: Engine, run_id: int, **kwargs: Any) -> bool:
     """finish_run in a transaction of its own (failures, skips)."""
     with translate_errors("recording the end of the run"), engine.begin() as conn:
-        finish_run(conn, run_id, **kwargs)
+        return finish_run(conn, run_id, **kwargs)
 
 
 def record_run(
@@ -129,6 +137,40 @@ def unchanged_snapshot(
             )
         ).scalar_one()
     return int(live) if live == last.fetched else None
+
+
+# Runs that changed nothing and failed at nothing: the bulk of a long history.
+PRUNABLE_STATUSES = ("success", "skipped", "interrupted")
+PRUNE_BATCH = 500
+
+
+def prune_runs(engine: Engine, *, older_than: datetime, max_batches: int = 20) -> int:
+    """Delete runs that changed nothing (or were skipped or interrupted) started before
+    `older_than`, a batch per transaction; returns how many. Runs with audit rows (every one
+    that changed something) and failed runs are kept; the audit trail is never pruned.
+    """
+    changed = sync_runs.c.inserted + sync_runs.c.updated + sync_runs.c.deleted
+    pick = (
+        sa.select(sync_runs.c.id)
+        .where(
+            sync_runs.c.status.in_(PRUNABLE_STATUSES),
+            sync_runs.c.started_at < older_than,
+            changed + sync_runs.c.restored == 0,
+        )
+        .order_by(sync_runs.c.id)
+        .limit(PRUNE_BATCH)
+    )
+    removed = 0
+    for _ in range(max_batches):
+        with translate_errors("pruning old sync_runs"), engine.begin() as conn:
+            # Two statements: MariaDB allows no LIMIT in an IN subquery.
+            ids = list(conn.execute(pick).scalars())
+            if ids:
+                conn.execute(sa.delete(sync_runs).where(sync_runs.c.id.in_(ids)))
+        removed += len(ids)
+        if len(ids) < PRUNE_BATCH:
+            break
+    return removed
 
 
 def recent_runs(engine: Engine, limit: int = 10) -> list[dict[str, Any]]:

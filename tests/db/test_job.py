@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import signal
 import subprocess
@@ -27,7 +26,7 @@ from sync.emulator import (
     Fault,
 )
 from sync.errors import EX_CONFIG, EX_DATAERR, EX_NOPERM, EX_OK, EX_TEMPFAIL, PayloadError
-from sync.job import RunResult, lock_name, run_once
+from sync.job import RunResult, Upkeep, lock_name, run_once
 from sync.resources import PLATFORMS
 from sync.schema import platform_audit, platforms, sync_runs
 from sync.settings import Settings
@@ -62,14 +61,27 @@ def settings_for(emulator: Emulator, database_url: str, **overrides: Any) -> Set
 
 @pytest.fixture
 def cycle(emulator: Emulator, database_url: str, clock: FakeClock) -> Callable[..., RunResult]:
-    """Run one cycle wired from settings (retry waits go to the fake clock)."""
+    """Run one cycle wired from settings (retry waits go to the fake clock).
 
-    def run(**overrides: Any) -> RunResult:
+    Cycles of one test belong to one process (one Upkeep, on the fake clock), unless called
+    with new_process=True.
+    """
+    process = {"upkeep": Upkeep()}
+
+    def run(*, new_process: bool = False, **overrides: Any) -> RunResult:
+        if new_process:
+            process["upkeep"] = Upkeep()
         settings = settings_for(emulator, database_url, **overrides)
         engine = build_engine(settings)
         try:
             client = build_client(settings, engine, sleep=clock.sleep)
-            return run_once(engine, client, cycle_options(settings))
+            return run_once(
+                engine,
+                client,
+                cycle_options(settings),
+                upkeep=process["upkeep"],
+                monotonic=clock,
+            )
         finally:
             engine.dispose()
 
@@ -343,13 +355,6 @@ def test_cycle_is_skipped_while_another_process_holds_the_partner_lock(
     assert emulator.stats["platforms_ok"] == 0
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def processes() -> Iterator[list[subprocess.Popen[str]]]:
     """Subprocesses the test starts; any still alive at the end are killed."""
@@ -380,12 +385,13 @@ def test_cycle_after_a_killed_process_marks_its_run_abandoned_and_succeeds(
     processes: list[subprocess.Popen[str]],
 ) -> None:
     """SIGKILL while the fetch is in flight: the lock dies with it, the run row stays 'running'."""
-    emulator.inject("platforms", Fault("delay", delay_seconds=30), times=1)
+    gate = emulator.gate("platforms")
     victim = start_once(sync_env(database_url))
     processes.append(victim)
-    wait_for(lambda: emulator.stats["platforms_fault"] == 1)
+    assert gate.wait_arrived()
     victim.send_signal(signal.SIGKILL)
     victim.wait(10)
+    gate.release()
     (left,) = runs(engine)
     assert left["status"] == "running"
 
@@ -397,43 +403,65 @@ def test_cycle_after_a_killed_process_marks_its_run_abandoned_and_succeeds(
     assert second["status"] == "success"
 
 
-@pytest.fixture
-def fetch_barrier(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The emulator answers the platform list only once two requests wait for it (or after 1 s).
-
-    Two fetches that overlap at all are then answered at the same instant, so two unguarded
-    cycles would diff and write at the same time.
-    """
-    barrier = threading.Barrier(2, timeout=1.0)
-    answer = emulator._answer
-
-    def gated(endpoint: str, incoming: Any) -> Any:
-        if endpoint == "platforms":
-            with contextlib.suppress(threading.BrokenBarrierError):
-                barrier.wait()
-        return answer(endpoint, incoming)
-
-    monkeypatch.setattr(emulator, "_answer", gated)
-
-
-def test_two_once_processes_started_together_audit_each_change_once(
-    fetch_barrier: None,
+def test_a_second_process_that_cannot_get_the_lock_in_time_records_skipped(
+    emulator: Emulator,
     engine: Engine,
     database_url: str,
     sync_env: Callable[..., dict[str, str]],
     processes: list[subprocess.Popen[str]],
 ) -> None:
-    env = sync_env(database_url)
-    processes.extend([start_once(env), start_once(env)])
+    gate = emulator.gate("platforms")  # the first process fetches, holding the lock
+    first = start_once(sync_env(database_url))
+    processes.append(first)
+    assert gate.wait_arrived()
 
-    outputs = [process.communicate(timeout=SUBPROCESS_TIMEOUT_SECONDS) for process in processes]
+    second = start_once(sync_env(database_url, SYNC_LOCK_WAIT_SECONDS="0.3"))
+    processes.append(second)
+    _, stderr = second.communicate(timeout=SUBPROCESS_TIMEOUT_SECONDS)
+    gate.release()
+    first.communicate(timeout=SUBPROCESS_TIMEOUT_SECONDS)
 
-    assert [p.returncode for p in processes] == [0, 0], outputs
+    assert (first.returncode, second.returncode) == (0, 0), stderr
+    assert [(r["status"], r["inserted"]) for r in runs(engine)] == [
+        ("success", 3),
+        ("skipped", 0),
+    ]
+    assert emulator.count_requests("/v4/global/platforms") == 1  # the skipped one sent none
     audit = Counter((a["platform_id"], a["action"]) for a in contents(engine, platform_audit))
     assert audit == {(p["id"], "insert"): 1 for p in DEFAULT_PLATFORMS}
-    statuses = sorted(r["status"] for r in runs(engine))
-    assert statuses in (["skipped", "success"], ["success", "success"])
-    assert sorted(r["inserted"] for r in runs(engine)) == [0, 3]
+
+
+def test_a_second_process_that_waits_for_the_lock_finds_the_work_done(
+    emulator: Emulator,
+    engine: Engine,
+    database_url: str,
+    sync_env: Callable[..., dict[str, str]],
+    processes: list[subprocess.Popen[str]],
+) -> None:
+    gate = emulator.gate("platforms")
+    first = start_once(sync_env(database_url))
+    processes.append(first)
+    assert gate.wait_arrived()
+    second = start_once(sync_env(database_url, SYNC_LOCK_WAIT_SECONDS="30"))
+    processes.append(second)
+    wait_until_token_requests(emulator, 2)  # the second is at the lock now
+
+    gate.release()
+    outputs = [p.communicate(timeout=SUBPROCESS_TIMEOUT_SECONDS) for p in (first, second)]
+
+    assert (first.returncode, second.returncode) == (0, 0), outputs
+    assert [(r["status"], r["inserted"], r["unchanged"]) for r in runs(engine)] == [
+        ("success", 3, 0),
+        ("success", 0, 3),
+    ]
+    audit = Counter((a["platform_id"], a["action"]) for a in contents(engine, platform_audit))
+    assert audit == {(p["id"], "insert"): 1 for p in DEFAULT_PLATFORMS}
+
+
+def wait_until_token_requests(emulator: Emulator, count: int) -> None:
+    from tests.e2e.helpers import wait_until
+
+    wait_until(lambda: emulator.count_requests("/oauth/token") >= count, what="token requests")
 
 
 def test_cycle_blocked_by_another_writer_fails_with_75_after_the_lock_wait(
@@ -509,6 +537,99 @@ def test_a_table_pruned_by_hand_is_repaired_even_if_the_answer_did_not_change(
     assert len(parse_calls) == 2
     assert repaired.counts["inserted"] == 1
     assert {row["id"] for row in contents(engine, platforms)} == {100, 200, 300}
+
+
+def edit_by_hand(engine: Engine, statement: sa.Executable) -> None:
+    with engine.begin() as conn:
+        conn.execute(statement)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    ["typed column", "raw document", "soft delete and undelete", "old backup"],
+)
+def test_a_new_process_heals_rows_edited_by_hand_behind_an_unchanged_answer(
+    edit: str, cycle: Callable[..., RunResult], engine: Engine, emulator: Emulator
+) -> None:
+    """The shortcut trusts the table within a process; a new process compares in full."""
+    cycle()
+    if edit == "old backup":
+        emulator.set_platforms([{"id": 100, "name": "US"}, {"id": 200, "name": "EU"},
+                                {"id": 300, "name": "AU", "region": "apac"}])  # fmt: skip
+        cycle()
+        stale = {r["id"]: r for r in contents(engine, platforms)}
+        emulator.set_platforms(DEFAULT_PLATFORMS)
+        cycle()
+        # A backup of the table from before the last change, restored by hand.
+        row = stale[300]
+        edit_by_hand(engine, sa.update(platforms).where(platforms.c.id == 300).values(
+            raw=row["raw"], raw_hash=row["raw_hash"]))  # fmt: skip
+    elif edit == "typed column":
+        edit_by_hand(engine, sa.update(platforms).where(platforms.c.id == 200).values(name="x"))
+    elif edit == "raw document":
+        edit_by_hand(engine, sa.update(platforms).where(platforms.c.id == 200).values(
+            raw={"id": 200, "name": "EU", "note": "added by hand"}))  # fmt: skip
+    else:  # the live count stays the same, so only a full compare can notice
+        edit_by_hand(engine, sa.update(platforms).where(platforms.c.id == 200).values(
+            deleted_at=datetime(2026, 1, 1, tzinfo=UTC)))  # fmt: skip
+        edit_by_hand(engine, sa.insert(platforms).values(
+            partner_id=DEFAULT_PARTNER_ID, id=999, name="ghost", raw={"id": 999, "name": "ghost"},
+            raw_hash="0" * 32, first_seen_at=datetime(2026, 1, 1, tzinfo=UTC),
+            updated_at=datetime(2026, 1, 1, tzinfo=UTC)))  # fmt: skip
+    audit_before = len(contents(engine, platform_audit))
+
+    same_process = cycle()
+    assert same_process.counts == counts(fetched=3, unchanged=3)  # trusted: nothing compared
+
+    healed = cycle(new_process=True)
+
+    assert healed.status == "success"
+    live = {r["id"]: (r["name"], r["raw"]) for r in contents(engine, platforms)
+            if r["deleted_at"] is None}  # fmt: skip
+    assert live == {p["id"]: (p["name"], p) for p in DEFAULT_PLATFORMS}
+    new_audit = contents(engine, platform_audit)[audit_before:]
+    if edit == "soft delete and undelete":
+        assert sorted(a["action"] for a in new_audit) == ["delete", "restore"]
+    else:
+        (update,) = new_audit
+        assert update["action"] == "update"
+        assert update["new_values"] == next(
+            p for p in DEFAULT_PLATFORMS if p["id"] == update["platform_id"]
+        )
+    if edit == "typed column":
+        assert new_audit[0]["old_values"] == {"id": 200, "name": "x"}  # what the table showed
+
+
+def test_a_full_compare_runs_again_after_full_compare_seconds(
+    cycle: Callable[..., RunResult], engine: Engine, clock: FakeClock, parse_calls: list[int]
+) -> None:
+    cycle(full_compare_seconds=600)
+    edit_by_hand(engine, sa.update(platforms).where(platforms.c.id == 100).values(name="x"))
+    clock.advance(599)
+    assert cycle(full_compare_seconds=600).counts["updated"] == 0
+    clock.advance(1)
+
+    healed = cycle(full_compare_seconds=600)
+
+    assert healed.counts["updated"] == 1
+    assert len(parse_calls) == 2
+
+
+def test_the_snapshot_hash_covers_the_derivation_version(
+    cycle: Callable[..., RunResult], engine: Engine, monkeypatch: pytest.MonkeyPatch,
+    parse_calls: list[int],
+) -> None:  # fmt: skip
+    """A version that derives rows differently must not trust hashes an older one stored."""
+    cycle()
+    import sync.models
+
+    monkeypatch.setattr(sync.models, "DERIVATION_VERSION", sync.models.DERIVATION_VERSION + 1)
+
+    again = cycle()
+
+    assert len(parse_calls) == 2
+    assert runs(engine)[-1]["snapshot_hash"] != runs(engine)[0]["snapshot_hash"]
+    assert again.status == "success"
 
 
 def test_a_changed_answer_after_an_unchanged_one_is_compared_row_by_row(

@@ -21,7 +21,7 @@ from sync import store
 from sync.errors import SafetyLimitError, StoreError
 from sync.models import Record, parse_platform_list
 from sync.resources import PLATFORMS
-from sync.schema import platform_audit, platforms
+from sync.schema import platform_audit, platforms, sync_state
 from sync.store.snapshot import BATCH_SIZE
 
 from .tables import contents, runs, synced_tables
@@ -180,6 +180,7 @@ def test_unchanged_snapshot_writes_only_its_run_row(engine: Engine) -> None:
     sync(engine, [US, EU, AU, JP], now=T0)
     sync(engine, [US, EU, AU], now=T1)
     tables_before, runs_before = synced_tables(engine), runs(engine)
+    fence_before = contents(engine, sync_state)
     reordered = [{"name": o["name"], "id": o["id"]} for o in (AU, US, EU)]
     run_id = store.start_run(engine, resource=PLATFORMS.name, partner_id=PARTNER, now=T2)
 
@@ -195,8 +196,12 @@ def test_unchanged_snapshot_writes_only_its_run_row(engine: Engine) -> None:
         )
 
     assert synced_tables(engine) == tables_before
+    assert contents(engine, sync_state) == fence_before
     writes = [s for s in statements if s.split()[0] in ("INSERT", "UPDATE", "DELETE")]
-    assert writes and all(s.startswith("UPDATE sync_runs ") for s in writes)
+    # The fence only creates its row if missing; it exists after the earlier syncs.
+    fence = [s for s in writes if s.startswith("INSERT INTO sync_state ")]
+    assert len(fence) == 1
+    assert all(s.startswith("UPDATE sync_runs ") for s in writes if s not in fence)
     assert runs(engine)[: len(runs_before)] == runs_before
     run = run_row(engine, run_id)
     assert (run["status"], run["fetched"], run["unchanged"]) == ("success", 3, 3)

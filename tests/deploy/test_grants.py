@@ -39,7 +39,8 @@ GRANT CONNECT ON DATABASE bi TO comm100_sync, bi_reader;"""
 POSTGRESQL_AFTER = """\
 GRANT USAGE ON SCHEMA public TO comm100_sync, bi_reader;
 GRANT SELECT, INSERT, UPDATE ON platforms, platform_audit, sync_runs, sync_auth_state, \
-sync_token_cache TO comm100_sync;
+sync_token_cache, sync_state TO comm100_sync;
+GRANT DELETE ON sync_runs TO comm100_sync;
 GRANT SELECT ON alembic_version TO comm100_sync;
 GRANT USAGE ON SEQUENCE platform_audit_id_seq, sync_runs_id_seq TO comm100_sync;
 GRANT SELECT ON platforms_current, platform_history, platforms, platform_audit, sync_runs \
@@ -54,9 +55,10 @@ SHOW VIEW ON bi.* TO 'comm100_sync_owner'@'%';"""
 MARIADB_AFTER = """\
 GRANT SELECT, INSERT, UPDATE ON bi.platforms TO 'comm100_sync'@'%';
 GRANT SELECT, INSERT, UPDATE ON bi.platform_audit TO 'comm100_sync'@'%';
-GRANT SELECT, INSERT, UPDATE ON bi.sync_runs TO 'comm100_sync'@'%';
+GRANT SELECT, INSERT, UPDATE, DELETE ON bi.sync_runs TO 'comm100_sync'@'%';
 GRANT SELECT, INSERT, UPDATE ON bi.sync_auth_state TO 'comm100_sync'@'%';
 GRANT SELECT, INSERT, UPDATE ON bi.sync_token_cache TO 'comm100_sync'@'%';
+GRANT SELECT, INSERT, UPDATE ON bi.sync_state TO 'comm100_sync'@'%';
 GRANT SELECT ON bi.alembic_version TO 'comm100_sync'@'%';
 GRANT SELECT ON bi.platforms_current TO 'bi_reader'@'%';
 GRANT SELECT ON bi.platform_history TO 'bi_reader'@'%';

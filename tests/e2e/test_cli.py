@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 from sync.emulator import Emulator, Fault
 
 from ..conftest import CLI
+from .helpers import running, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -261,8 +261,8 @@ def test_status_reports_runs_and_health(env: dict[str, str]) -> None:
 
 def test_status_is_unhealthy_when_the_last_success_is_too_old(env: dict[str, str]) -> None:
     assert sync(env, "once").returncode == 0
-    time.sleep(1.1)
-    env["SYNC_HEALTH_MAX_AGE_SECONDS"] = "1"
+    # A millisecond: older than any success a finished process can have left.
+    env["SYNC_HEALTH_MAX_AGE_SECONDS"] = "0.001"
     done = sync(env, "status", "--json")
     assert done.returncode == 1
     assert "last success" in json.loads(done.stdout)["reason"]
@@ -284,26 +284,65 @@ def test_demo_shows_every_kind_of_change(tmp_path: Path) -> None:
     assert "EU West" in done.stdout
 
 
+def demo(database: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNC_")}
+    return subprocess.run(
+        [*CLI, "demo", "--database", str(database), *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_demo_refuses_to_overwrite_a_file_it_did_not_create(tmp_path: Path) -> None:
+    precious = tmp_path / "sync.db"
+    precious.write_bytes(b"not the demo's")
+    neighbours = [tmp_path / "sync.db.bak", tmp_path / "sync.dbx", tmp_path / "sync.db-journal"]
+    for file in neighbours:
+        file.write_text("keep me")
+
+    done = demo(precious)
+
+    assert done.returncode == 78
+    assert "not a demo database" in done.stderr and "--force" in done.stderr
+    assert precious.read_bytes() == b"not the demo's"
+    assert all(file.read_text() == "keep me" for file in neighbours)
+
+
+def test_demo_replaces_its_own_database_and_only_its_files(tmp_path: Path) -> None:
+    database = tmp_path / "demo.db"
+    assert demo(database).returncode == 0
+    neighbour = tmp_path / "demo.db.bak"
+    neighbour.write_text("keep me")
+
+    again = demo(database)
+
+    assert again.returncode == 0, again.stderr
+    assert neighbour.read_text() == "keep me"
+    assert rows(database, "SELECT count(*) FROM sync_runs") == [(5,)]  # a fresh start
+
+
+def test_demo_force_replaces_any_file(tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    other.write_bytes(b"scratch")
+
+    done = demo(other, "--force")
+
+    assert done.returncode == 0, done.stderr
+    assert rows(other, "SELECT count(*) FROM platforms") == [(4,)]
+
+
 def test_run_loops_reuses_the_token_and_stops_cleanly_on_sigterm(
     env: dict[str, str], db: Path, emulator: Emulator
 ) -> None:
     env["SYNC_INTERVAL_SECONDS"] = "0.5"
-    process = subprocess.Popen(
-        [*CLI, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and emulator.stats["platforms_ok"] < 4:
-            time.sleep(0.1)
-        assert emulator.stats["platforms_ok"] >= 4
-        stopped_at = time.monotonic()
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=15)
-        assert time.monotonic() - stopped_at < 10
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, stderr
+    with running(env) as process:
+        wait_until(lambda: emulator.stats["platforms_ok"] >= 4, what="four cycles")
+        code, took = process.stop()
+    assert code == 0, process.stderr
+    assert took < 10
     assert emulator.stats["token_password"] == 1
     statuses = {s for (s,) in rows(db, "SELECT status FROM sync_runs")}
     assert statuses == {"success"}

@@ -4,12 +4,12 @@ every change is audited exactly once."""
 from __future__ import annotations
 
 import os
-import random
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,14 +22,17 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from sync.emulator import DEFAULT_CLIENT_ID, DEFAULT_EMAIL, DEFAULT_PASSWORD, Emulator
-from sync.job import RunResult, run_once
+from sync.job import RunResult, lock_name, run_once
+from sync.resources import PLATFORMS
 from sync.schema import platform_audit, platforms, sync_runs
 from sync.settings import Settings
 from sync.store import create_engine
+from sync.store.locks import _mysql_name
 from sync.wiring import build_client, build_engine, cycle_options
 
 from ..conftest import CLI
 from ..conftest import settings_for as emulator_settings
+from .helpers import PausePoint, query, running, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.db]
 
@@ -178,8 +181,8 @@ def test_a_full_sqlite_disk_fails_with_75_and_writes_nothing(
 
 
 @pytest.mark.slow
-def test_sigkill_during_a_large_write_leaves_the_old_or_the_new_state_whole(
-    sync_env: EnvBuilder, database_url: str, emulator: Emulator
+def test_sigkill_in_the_middle_of_a_large_write_leaves_the_old_state_whole(
+    sync_env: EnvBuilder, database_url: str, emulator: Emulator, tmp_path: Path
 ) -> None:
     emulator.set_platforms(many(20_000))
     env = sync_env(database_url, SYNC_MAX_DELETE_FRACTION="1.0")
@@ -188,54 +191,52 @@ def test_sigkill_during_a_large_write_leaves_the_old_or_the_new_state_whole(
     assert counts(database_url) == (20_000, 20_000)
 
     emulator.set_platforms(many(20_000, tag=" renamed"))
-    process = subprocess.Popen(
-        [*CLI, "once"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 30
-    while emulator.stats["platforms_ok"] < 2 and time.monotonic() < deadline:
-        time.sleep(0.005)
-    time.sleep(random.uniform(0.05, 0.4))  # somewhere in the middle of the write
-    process.kill()
-    process.wait(timeout=10)
+    pause = PausePoint(tmp_path / "pause", "after_first_batch")
+    with running(env | pause.env, "once") as process:
+        pause.wait_reached()  # the first batch of renames is written, not committed
+        process.popen.kill()
+        assert process.finish() == -signal.SIGKILL
 
-    rows, audit = counts(database_url)
-    assert rows == 20_000
-    assert audit in (20_000, 40_000), f"a partial write became visible: {audit} audit rows"
-    engine = create_engine(database_url)
-    with engine.connect() as conn:
-        renamed = conn.execute(
-            sa.select(sa.func.count()).where(platforms.c.name.like("% renamed"))
-        ).scalar_one()
-    engine.dispose()
-    assert renamed in (0, 20_000)
-    assert (renamed == 20_000) == (audit == 40_000)
+    assert counts(database_url) == (20_000, 20_000)
+    assert renamed(database_url) == 0
+    assert statuses(database_url) == ["success", "running"]
 
     after = subprocess.run([*CLI, "once"], env=env, capture_output=True, text=True, check=False)
     assert after.returncode == 0, after.stderr
     assert counts(database_url) == (20_000, 40_000)
-    assert "running" not in statuses(database_url)
+    assert renamed(database_url) == 20_000
+    assert statuses(database_url) == ["success", "failed", "success"]  # the killed one: abandoned
 
 
 @pytest.mark.slow
-def test_sigterm_during_a_large_write_commits_it_whole_and_exits_0(
-    sync_env: EnvBuilder, database_url: str, emulator: Emulator
+def test_sigterm_in_the_middle_of_a_large_write_commits_it_whole_and_exits_0(
+    sync_env: EnvBuilder, database_url: str, emulator: Emulator, tmp_path: Path
 ) -> None:
     emulator.set_platforms(many(20_000))
-    env = sync_env(database_url, SYNC_INTERVAL_SECONDS="3600")
-    process = subprocess.Popen(
-        [*CLI, "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.monotonic() + 30
-    while emulator.stats["platforms_ok"] < 1 and time.monotonic() < deadline:
-        time.sleep(0.005)
-    time.sleep(0.05)
-    started = time.monotonic()
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=20)
-    assert process.returncode == 0, stderr
-    assert time.monotonic() - started < 10
-    assert counts(database_url) in ((0, 0), (20_000, 20_000))
-    assert "running" not in statuses(database_url)
+    pause = PausePoint(tmp_path / "pause", "after_first_batch")
+    env = sync_env(database_url, SYNC_INTERVAL_SECONDS="3600") | pause.env
+    with running(env) as process:
+        pause.wait_reached()
+        process.signal()
+        process.wait_for_line("SIGTERM received")
+        pause.release()
+        code = process.finish()
+    assert code == 0, process.stderr
+    assert counts(database_url) == (20_000, 20_000)
+    assert statuses(database_url) == ["success"]
+
+
+def renamed(url: str) -> int:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count()).where(platforms.c.name.like("% renamed"))
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
 
 
 def test_sigterm_reaches_the_loop_running_as_pid_1_in_its_own_session(
@@ -258,9 +259,7 @@ def test_sigterm_reaches_the_loop_running_as_pid_1_in_its_own_session(
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 20
-        while "success" not in statuses(url) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: "success" in statuses(url), what="the first cycle")
         children = Path(f"/proc/{outer.pid}/task/{outer.pid}/children").read_text().split()
         assert len(children) == 1
         status = Path(f"/proc/{children[0]}/status").read_text()
@@ -290,23 +289,25 @@ def test_processes_released_together_audit_each_change_exactly_once(
         "import os, sys, time\n"
         "from sync.cli import main\n"
         "import sync.job, sync.wiring, sync.migrate\n"
+        "open(sys.argv[1], 'w').close()\n"
         f"while not os.path.exists({str(gate)!r}): time.sleep(0.001)\n"
         "sys.exit(main(['once']))\n"
     )
     for step, snapshot in enumerate([many(40), many(40, tag=" v2")]):
         emulator.set_platforms(snapshot)
         gate.unlink(missing_ok=True)
+        ready = [tmp_path / f"ready-{step}-{n}" for n in range(processes)]
         started = [
             subprocess.Popen(
-                [sys.executable, "-c", waiter],
+                [sys.executable, "-c", waiter, str(flag)],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            for _ in range(processes)
+            for flag in ready
         ]
-        time.sleep(1.5)  # all imported and spinning on the gate
+        wait_until(lambda: all(f.exists() for f in ready), what="every process ready")  # noqa: B023
         gate.touch()
         for process in started:
             _, stderr = process.communicate(timeout=60)
@@ -322,6 +323,82 @@ def test_processes_released_together_audit_each_change_exactly_once(
     engine.dispose()
     assert {count for _, count in per_platform} == {1}
     assert sorted(statuses(database_url)).count("success") >= 2
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mariadb"])  # SQLite: BEGIN IMMEDIATE
+def test_a_writer_whose_lock_connection_died_cannot_audit_a_change_twice(
+    backend: str, sync_env: EnvBuilder, database_url: str, emulator: Emulator, tmp_path: Path
+) -> None:
+    """Process A holds the session lock and has read and diffed inside its write transaction
+    when its lock connection is killed (a failover, an idle timeout); process B then gets the
+    lock and fetches the same change. The fence in the write transaction makes B wait for A's
+    commit and read it, so B finds nothing left to do. (Without it, B would write the change
+    and A, resuming with its stale diff, would audit it a second time.)"""
+    env = sync_env(database_url, SYNC_LOCK_WAIT_SECONDS="30")
+    emulator.set_platforms(many(20))
+    assert subprocess.run([*CLI, "once"], env=env, check=False).returncode == 0
+    emulator.set_platforms(many(20, tag=" v2"))
+    pause = PausePoint(tmp_path / "pause", "after_plan")
+    admin = create_engine(database_url)
+    try:
+        with running(env | pause.env, "once") as a:
+            pause.wait_reached()
+            kill_lock_holder(admin, backend)
+            with running(env, "once") as b:
+                wait_until(
+                    lambda: waiting_on_a_lock(admin, backend) or b.popen.poll() is not None,
+                    what="B to wait for A (or to finish, if nothing fences it)",
+                )
+                pause.release()
+                assert a.finish() == 0, a.stderr
+                assert b.finish() == 0, b.stderr
+    finally:
+        admin.dispose()
+    per_platform = Counter(
+        (row.platform_id, row.action)
+        for row in query(
+            database_url, sa.select(platform_audit.c.platform_id, platform_audit.c.action)
+        )
+    )
+    assert set(per_platform.values()) == {1}
+    assert sorted(action for _, action in per_platform).count("update") == 20
+    changes = query(
+        database_url,
+        sa.select(sync_runs.c.updated).where(sync_runs.c.status == "success").order_by("id"),
+    )
+    assert [row[0] for row in changes] == [0, 20, 0]  # first sync, A, B
+
+
+def kill_lock_holder(admin: Engine, backend: str) -> None:
+    """Kill the connection that holds the sync lock (the advisory lock / GET_LOCK)."""
+    with admin.connect() as conn:
+        if backend == "postgresql":
+            (pid,) = conn.exec_driver_sql(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            ).scalars()
+            conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        else:
+            name = _mysql_name(admin.url.database, lock_name(PLATFORMS, "10000"))
+            holder = conn.execute(sa.text("SELECT IS_USED_LOCK(:n)"), {"n": name}).scalar_one()
+            assert holder is not None
+            conn.exec_driver_sql(f"KILL CONNECTION {int(holder)}")
+        conn.commit()
+
+
+def waiting_on_a_lock(admin: Engine, backend: str) -> bool:
+    with admin.connect() as conn:
+        if backend == "postgresql":
+            waiting = conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ).scalar_one()
+        else:
+            # B's statement on the fence row, executing (blocked) for now.
+            waiting = conn.exec_driver_sql(
+                "SELECT count(*) FROM information_schema.processlist WHERE db = DATABASE() "
+                "AND id <> CONNECTION_ID() AND command = 'Query' AND info LIKE '%%sync_state%%'"
+            ).scalar_one()
+    return int(waiting) > 0
 
 
 # --------------------------------------------------------------------------- time

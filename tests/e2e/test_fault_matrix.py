@@ -22,7 +22,7 @@ from sync.schema import platform_audit, platforms, sync_runs
 from sync.settings import Settings
 from sync.wiring import build_client, cycle_options
 
-from ..conftest import settings_for
+from ..conftest import FakeClock, settings_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.db]
 
@@ -327,14 +327,18 @@ def two_cycles(database_url: str) -> Iterator[Callable[..., tuple[RunResult, Run
 
     engines: list[Engine] = []
 
-    def run(emulator: Emulator, between: Callable[[], None]) -> tuple[RunResult, RunResult]:
+    def run(
+        emulator: Emulator, between: Callable[[FakeClock], object]
+    ) -> tuple[RunResult, RunResult]:
+        """`between` may advance the client's clock, as the loop's interval wait would."""
         settings = settings_for(emulator, database_url)
         engine = build_engine(settings)
         engines.append(engine)
-        client = build_client(settings, engine)
-        first = run_once(engine, client, cycle_options(settings))
-        between()
-        return first, run_once(engine, client, cycle_options(settings))
+        clock = FakeClock()
+        client = build_client(settings, engine, monotonic=clock)
+        first = run_once(engine, client, cycle_options(settings), monotonic=clock)
+        between(clock)
+        return first, run_once(engine, client, cycle_options(settings), monotonic=clock)
 
     yield run
     for engine in engines:
@@ -344,8 +348,8 @@ def two_cycles(database_url: str) -> Iterator[Callable[..., tuple[RunResult, Run
 def test_a_token_expiring_between_cycles_is_renewed_with_the_refresh_grant(
     two_cycles: Callable[..., tuple[RunResult, RunResult]],
 ) -> None:
-    with Emulator(rate_limit=None, token_lifetime_seconds=2) as emulator:
-        first, second = two_cycles(emulator, lambda: time.sleep(2.0))
+    with Emulator(rate_limit=None, token_lifetime_seconds=600) as emulator:
+        first, second = two_cycles(emulator, lambda clock: clock.advance(600))
         stats = emulator.stats
     assert first.status == second.status == "success"
     assert (stats["token_password"], stats["token_refresh"]) == (1, 1)
@@ -355,7 +359,7 @@ def test_a_token_expiring_between_cycles_is_renewed_with_the_refresh_grant(
 def test_a_token_revoked_mid_run_costs_one_renewal_and_one_retry(
     two_cycles: Callable[..., tuple[RunResult, RunResult]], emulator: Emulator
 ) -> None:
-    first, second = two_cycles(emulator, emulator.revoke_tokens)
+    first, second = two_cycles(emulator, lambda _: emulator.revoke_tokens())
     stats = emulator.stats
     assert first.status == second.status == "success"
     assert stats["platforms_unauthorized"] == 1
@@ -365,7 +369,7 @@ def test_a_token_revoked_mid_run_costs_one_renewal_and_one_retry(
 def test_a_rejected_refresh_token_falls_back_to_the_password_grant(
     two_cycles: Callable[..., tuple[RunResult, RunResult]], emulator: Emulator
 ) -> None:
-    def revoke_everything() -> None:
+    def revoke_everything(_: FakeClock) -> None:
         emulator.revoke_refresh_tokens()
         emulator.revoke_tokens()
 

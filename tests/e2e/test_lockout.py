@@ -23,7 +23,7 @@ from sync.store import create_engine
 from sync.token_cache import SealedTokenCache
 
 from ..conftest import CLI
-from .test_service import free_port, service, stop, wait_until
+from .helpers import free_port, running, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.db]
 
@@ -145,12 +145,12 @@ def test_a_loop_with_a_wrong_password_waits_longer_after_each_refusal(
         "SYNC_METRICS_PORT": str(port),
         "SYNC_METRICS_HOST": "127.0.0.1",
     }
-    with service(env) as process:
+    with running(env) as process:
         wait_until(lambda: len(token_requests(emulator)) >= 4, timeout=30, what="4 refusals")
         metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         live = requests.get(f"http://127.0.0.1:{port}/livez", timeout=5)
-        code, _, stderr = stop(process)
-    assert code == 0, stderr
+        code, _ = process.stop()
+    assert code == 0, process.stderr
     times = [r.timestamp for r in emulator.requests if r.path == "/oauth/token"]
     gaps = [b - a for a, b in itertools.pairwise(times)]
     # One interval, then two, then four: not one refusal per 0.4 s tick.

@@ -211,6 +211,50 @@ def test_digest_is_pinned_so_stored_hashes_stay_comparable() -> None:
     )
 
 
+# The one-call-and-cut path must give exactly what one call per item gives.
+CUT_CASES = {
+    "boundary inside a string": [{"id": 1, "name": "a},{b"}, {"id": 2, "name": "},{"}],
+    "nested arrays of objects": [
+        {"id": 1, "name": "a", "x": [{"k": 1}, {"k": 2}]},
+        {"id": 2, "name": "b", "x": [{"k": [{"z": 0}, {"z": 1}]}]},
+    ],
+    "nested objects at the end": [{"id": 1, "name": "a", "z": {"y": {}}}, {"id": 2, "name": "b"}],
+    "empty objects": [{}, {}, {}],
+}
+
+
+@pytest.mark.parametrize("items", CUT_CASES.values(), ids=CUT_CASES.keys())
+def test_canonical_items_are_those_of_one_call_per_item(items: list[object]) -> None:
+    from sync.models import _canonical_items, canonical_bytes
+
+    assert list(_canonical_items(list(items))) == [canonical_bytes(item) for item in items]
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        [{"id": 1}, [{"a": 1}, {"b": 2}]],
+        [[{"a": 1}, {"b": 2}], 5],
+        [{"id": 1, "name": "a"}, [{"x": "},{"}, {"y": 0}], "tail"],
+    ],
+    ids=["object then array of objects", "array of objects then a number", "three kinds"],
+)
+def test_canonical_items_of_mixed_lists_are_exact(items: list[object]) -> None:
+    """The cut is only trusted when every item is an object (orjson's output is opaque)."""
+    from sync.models import _canonical_items, canonical_bytes
+
+    assert list(_canonical_items(list(items))) == [canonical_bytes(item) for item in items]
+
+
+def test_float_digests_are_pinned() -> None:
+    """orjson's float output is part of the stored hash: a change would rewrite every row."""
+    (record,) = parse_platform_list(b'[{"id": 1, "name": "f", "a": 0.1, "b": 1e-7, "c": 2.50}]')
+
+    assert record.canonical == b'{"a":0.1,"b":1e-7,"c":2.5,"id":1,"name":"f"}'
+    assert record.digest == content_digest(record.canonical)
+    assert record.digest == "260f383e02e9dd4fad9656105dc7bfc9"
+
+
 def test_canonical_json_keeps_non_ascii_as_text() -> None:
     assert canonical_json({"name": "é"}) == '{"name":"é"}'
 

@@ -236,16 +236,30 @@ def test_deadline_expires_and_never_goes_negative(clock) -> None:
     assert deadline.remaining() == 0.0
 
 
-def test_cancellation_ends_the_deadline_at_once(clock) -> None:
-    stop = {"set": False}
-    deadline = Deadline(300.0, clock, cancelled=lambda: stop["set"])
+def test_a_stop_moves_the_deadline_to_its_cutoff(clock) -> None:
+    from sync.shutdown import Shutdown
 
-    assert not deadline.cancelled
-    stop["set"] = True
+    stop = Shutdown(budget_seconds=8.0, clock=clock)
+    deadline = Deadline(300.0, clock, stop)
+    assert not deadline.stopping and deadline.remaining() == 300.0
 
-    assert deadline.cancelled
-    assert deadline.remaining() == 0.0
+    clock.advance(10.0)
+    stop.request("SIGTERM")
+
+    assert deadline.stopping
+    assert deadline.remaining() == 8.0  # the cycle goes on, within the stop's budget
+    clock.advance(8.0)
     assert deadline.expired()
+
+
+def test_a_stop_never_extends_the_deadline(clock) -> None:
+    from sync.shutdown import Shutdown
+
+    stop = Shutdown(budget_seconds=60.0, clock=clock)
+    deadline = Deadline(5.0, clock, stop)
+    stop.request("SIGTERM")
+
+    assert deadline.remaining() == 5.0
 
 
 # --------------------------------------------------------------------------- auth pause

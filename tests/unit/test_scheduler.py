@@ -116,4 +116,4 @@ def test_cycle_series_exist_at_zero_before_the_first_cycle() -> None:
         for s in families["comm100_sync_cycles"].samples
         if s.name.endswith("_total")
     }
-    assert statuses == {"success": 0.0, "failed": 0.0, "skipped": 0.0}
+    assert statuses == {"success": 0.0, "failed": 0.0, "skipped": 0.0, "interrupted": 0.0}

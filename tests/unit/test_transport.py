@@ -11,6 +11,7 @@ import requests
 
 from sync.errors import InterruptedCycleError, PayloadError, UnavailableError
 from sync.retry import BACKOFF_BASE_SECONDS, Deadline
+from sync.shutdown import Shutdown
 from sync.transport import USER_AGENT, Transport
 from tests.unit.fake_partner_api import (
     AUTH_URL,
@@ -196,22 +197,41 @@ def test_retries_stop_at_the_cycle_deadline(
     assert len(api.mock.calls) == 3
 
 
-def test_a_cancelled_cycle_stops_retrying(
+def test_after_a_stop_a_retry_wait_beyond_the_budget_is_not_taken(
     api: FakePartnerApi, make_transport: MakeTransport, clock
 ) -> None:
-    stopping = [False]
+    stop = Shutdown(budget_seconds=8.0, clock=clock)
 
     def fail_and_stop(request: requests.PreparedRequest):
-        stopping[0] = True
-        return (503, {}, b"")
+        stop.request("SIGTERM")
+        return (503, {"Retry-After": "30"}, b"")
 
     api.mock.add_callback("GET", PLATFORMS_URL, callback=fail_and_stop)
 
-    with pytest.raises(InterruptedCycleError):
-        get(make_transport(), Deadline(300.0, clock, cancelled=lambda: stopping[0]))
+    with pytest.raises(InterruptedCycleError, match="HTTP 503"):
+        get(make_transport(), Deadline(300.0, clock, stop))
 
     assert len(api.mock.calls) == 1
     assert clock.sleeps == []
+
+
+def test_after_a_stop_a_retry_within_the_budget_still_happens(
+    api: FakePartnerApi, make_transport: MakeTransport, clock
+) -> None:
+    """A rolling deploy must not throw away a cycle that a short retry would finish."""
+    stop = Shutdown(budget_seconds=8.0, clock=clock)
+    answers = iter([(503, {"Retry-After": "1"}, b""), (200, {}, b"[]")])
+
+    def answer(request: requests.PreparedRequest):
+        stop.request("SIGTERM")
+        return next(answers)
+
+    api.mock.add_callback("GET", PLATFORMS_URL, callback=answer)
+
+    response = get(make_transport(), Deadline(300.0, clock, stop))
+
+    assert response.status == 200
+    assert clock.sleeps == [1.0]
 
 
 # --------------------------------------------------------------------------- connection failures
