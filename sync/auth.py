@@ -13,7 +13,7 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -27,6 +27,7 @@ from sync.errors import (
     SyncError,
 )
 from sync.models import TokenGrant, parse_token_response, partner_id_claim
+from sync.redaction import Secrets
 from sync.retry import Deadline
 from sync.transport import HttpResponse, Transport, endpoint_of
 
@@ -36,7 +37,7 @@ RENEW_MARGIN_MAX_SECONDS = 60.0
 RENEW_MARGIN_FRACTION = 0.10
 # RFC 6749 makes expires_in optional; without it assume an hour and rely on 401 → renew.
 DEFAULT_LIFETIME_SECONDS = 3600.0
-_SAFE_TEXT = re.compile(r"[^\w .,:;'()/@+-]")
+_SAFE_TEXT = re.compile(r"[^\w .,:;'()/@+*-]")  # `*`: what masking leaves
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ class _CachedToken:
         return now >= self.obtained_at + self.lifetime - margin
 
 
-def _oauth_error(response: HttpResponse, secrets: Iterable[str] = ()) -> tuple[str | None, str]:
+def _oauth_error(response: HttpResponse, secrets: Secrets) -> tuple[str | None, str]:
     """The `error` code and a printable one-line description from an RFC 6749 §5.2 body.
 
     Servers may echo what they were sent ("password 'x' is wrong"): `secrets` are masked
@@ -120,11 +121,8 @@ def _oauth_error(response: HttpResponse, secrets: Iterable[str] = ()) -> tuple[s
     code = data.get("error") if isinstance(data.get("error"), str) else None
     description = data.get("error_description")
     parts = [p for p in (code, description if isinstance(description, str) else None) if p]
-    text = ": ".join(parts) or f"HTTP {response.status}"
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "(redacted)")
-            code = code.replace(secret, "(redacted)") if code else code
+    text = secrets.mask(": ".join(parts) or f"HTTP {response.status}")
+    code = secrets.mask(code) if code else code
     return (
         _SAFE_TEXT.sub("", code)[:64] if code else None,
         _SAFE_TEXT.sub(" ", text)[:200],
@@ -151,6 +149,7 @@ class TokenProvider:
         ledger: AuthLedger | None = None,
         cache: TokenCache | None = None,
         force_auth: bool = False,
+        secrets: Secrets | None = None,
     ) -> None:
         self._transport = transport
         self._auth_url = auth_url
@@ -163,6 +162,9 @@ class TokenProvider:
         self._force_auth = force_auth
         self._cached: _CachedToken | None = None
         self.requests_by_grant: Counter[str] = Counter()
+        # Every token received joins the registry, so logs and stored errors mask it.
+        self.secrets = secrets if secrets is not None else Secrets()
+        self.secrets.add(credentials.password)
 
     @property
     def known_partner(self) -> str | None:
@@ -220,13 +222,6 @@ class TokenProvider:
         if self._cached is not None and self._cached.access_token == access_token:
             self._cached.obtained_at = float("-inf")
             self._save_shared(self._cached)
-
-    def secrets(self) -> list[str]:
-        """The password and current token values, to mask in anything we write or log."""
-        values = [self._credentials.password]
-        if self._cached is not None:
-            values += [self._cached.access_token, self._cached.refresh_token or ""]
-        return [v for v in values if v]
 
     # -- renewal ---------------------------------------------------------------------------
 
@@ -287,6 +282,8 @@ class TokenProvider:
         lifetime = grant.expires_in or DEFAULT_LIFETIME_SECONDS
         if grant.expires_in is None:
             log.warning("token response has no expires_in; assuming %.0fs", lifetime)
+        self.secrets.add(grant.access_token)
+        self.secrets.add(grant.refresh_token)
         self._cached = _CachedToken(
             access_token=grant.access_token,
             # A server that does not rotate refresh tokens may omit it on refresh: keep ours.
@@ -305,6 +302,8 @@ class TokenProvider:
         saved = self._cache.load()
         if saved is None:
             return None
+        self.secrets.add(saved.access_token)
+        self.secrets.add(saved.refresh_token)
         # Wall-clock age carried over to this process's monotonic clock.
         age = max(0.0, self._wall_clock() - saved.obtained_at)
         return _CachedToken(
@@ -342,7 +341,8 @@ class TokenProvider:
         )
         endpoint = endpoint_of(self._auth_url)
         if response.status in (400, 401):
-            code, text = _oauth_error(response, (creds.password, refresh or ""))
+            self.secrets.add(refresh)
+            code, text = _oauth_error(response, self.secrets)
             raise AuthError(
                 f"token endpoint refused the {grant_type} grant: {text}",
                 endpoint=endpoint,

@@ -18,14 +18,15 @@ from sync import __version__
 from sync.errors import EX_INTERNAL, EX_OK, ConfigError, SyncError
 
 if TYPE_CHECKING:
-    from sync.settings import DatabaseSettings, Settings
+    from sync.redaction import Secrets
 
 log = logging.getLogger("sync.cli")
 
 
-def _setup(kind: Any) -> Any:
-    """Load settings of `kind` and configure logging from them."""
+def _setup(kind: Any) -> tuple[Any, Secrets]:
+    """Load settings of `kind`, gather their secrets, and configure logging from them."""
     from sync import logs, pause_points, settings
+    from sync.redaction import Secrets
 
     loaded = settings.load(kind)
     # Crash and race tests pause a process at an exact point (see sync.pause_points).
@@ -33,9 +34,9 @@ def _setup(kind: Any) -> Any:
         pause_points.arm(os.environ.get("SYNC_TEST_PAUSE_AT"))
     except ValueError as exc:
         raise ConfigError(f"invalid settings: {exc}") from None
-    secrets = [loaded.password.get_secret_value()] if hasattr(loaded, "password") else []
+    secrets = Secrets(loaded.secret_values())
     logs.configure(fmt=loaded.log_format, level=loaded.log_level, secrets=secrets)
-    return loaded
+    return loaded, secrets
 
 
 def cmd_once(args: argparse.Namespace) -> int:
@@ -46,7 +47,7 @@ def cmd_once(args: argparse.Namespace) -> int:
     from sync.shutdown import Shutdown, supervise
     from sync.wiring import build_client, build_engine, cycle_options
 
-    settings: Settings = _setup(Settings)
+    settings, secrets = _setup(Settings)
     shutdown = Shutdown(settings.stop_timeout_seconds)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -60,7 +61,9 @@ def cmd_once(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     engine = build_engine(settings)
     try:
-        client = build_client(settings, engine, sleep=shutdown.sleep, force_auth=args.force_auth)
+        client = build_client(
+            settings, engine, sleep=shutdown.sleep, force_auth=args.force_auth, secrets=secrets
+        )
 
         def cycle() -> int:
             ensure_schema(engine, auto_migrate=settings.auto_migrate)
@@ -78,7 +81,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from sync.settings import DatabaseSettings
     from sync.wiring import build_engine
 
-    settings: DatabaseSettings = _setup(DatabaseSettings)
+    settings, _ = _setup(DatabaseSettings)
     engine = build_engine(settings)
     try:
         before = upgrade(engine)
@@ -99,7 +102,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from sync.status import collect, render_text
     from sync.wiring import build_engine
 
-    settings: DatabaseSettings = _setup(DatabaseSettings)
+    settings, secrets = _setup(DatabaseSettings)
     engine = build_engine(settings)
     try:
         report = collect(engine, limit=args.limit, max_age_seconds=settings.health_max_age)
@@ -108,9 +111,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         import json
 
-        print(json.dumps(report, indent=2, default=str))
+        print(secrets.mask(json.dumps(report, indent=2, default=str)))
     else:
-        print(render_text(report))
+        print(secrets.mask(render_text(report)))
     return EX_OK if report["healthy"] else 1
 
 
@@ -133,8 +136,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sync.scheduler import run_service
     from sync.settings import Settings
 
-    settings: Settings = _setup(Settings)
-    return int(run_service(settings))
+    settings, secrets = _setup(Settings)
+    return int(run_service(settings, secrets))
 
 
 def build_parser() -> argparse.ArgumentParser:

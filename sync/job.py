@@ -287,8 +287,7 @@ class _Cycle:
             else f"internal error: {type(error).__name__}"
         )
         # Error texts quote servers; make sure none of them echoes a credential into the table.
-        for secret in self.client.tokens.secrets():
-            text = text.replace(secret, "***")
+        text = self.client.tokens.secrets.mask(text)
         try:
             if self.run_id is None:
                 store.record_run(

@@ -9,20 +9,13 @@ import contextlib
 import contextvars
 import json
 import logging
-import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-REDACTED = "***"
-# Belt and braces for values we were never told about: bearer tokens, JWTs and form fields.
-_SECRET_PATTERNS = (
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
-    re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
-    # form fields (password=…) and JSON members ("password": "…")
-    re.compile(r"(?i)((?:password|access_token|refresh_token)(?:=|[\"']\s*:\s*[\"']))[^&\s\"']+"),
-)
+from sync.redaction import Secrets
+
 _UNICODE_LINE_BREAKS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
 _run_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("run_id", default=None)
 # The filter installed by configure(), so error text printed outside logging is redacted too.
@@ -44,24 +37,14 @@ def current_run_id() -> int | None:
 
 
 class RedactingFilter(logging.Filter):
-    """Masks known secret values and secret-shaped strings in the rendered message."""
+    """Masks the registry's secrets and secret-shaped strings in the rendered message."""
 
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
+    def __init__(self, secrets: Secrets | None = None) -> None:
         super().__init__()
-        self._secrets: set[str] = {s for s in secrets if s}
-
-    def add(self, secret: str) -> None:
-        if secret:
-            self._secrets.add(secret)
+        self.secrets = secrets if secrets is not None else Secrets()
 
     def redact(self, text: str) -> str:
-        # Longest first: a secret that contains another must not be left half-masked.
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        for pattern in _SECRET_PATTERNS:
-            text = pattern.sub(lambda m: (m.group(1) if m.re.groups else "") + REDACTED, text)
-        return text
+        return self.secrets.mask(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -116,9 +99,9 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(
-    *, fmt: str = "text", level: str = "INFO", secrets: Iterable[str] = ()
+    *, fmt: str = "text", level: str = "INFO", secrets: Secrets | None = None
 ) -> RedactingFilter:
-    """Send logs to stderr in `fmt`; returns the redaction filter so callers can add secrets."""
+    """Send logs to stderr in `fmt`, masked with the `secrets` registry."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     redactor = RedactingFilter(secrets)

@@ -123,8 +123,14 @@ class Metrics:
 class Health:
     """Healthy while the last success (or the start, before any) is younger than `max_age`."""
 
-    def __init__(self, max_age_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        max_age_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        mask: Callable[[str], str] = lambda text: text,
+    ) -> None:
         self.max_age_seconds = max_age_seconds
+        self._mask = mask
         self._clock = clock
         self._started = clock()
         self._last_success: float | None = None
@@ -135,7 +141,7 @@ class Health:
         if result.status == "interrupted":
             return  # the process is stopping; says nothing about the data's freshness
         self._last_status = result.status
-        self._last_error = str(result.error) if result.error else None
+        self._last_error = self._mask(str(result.error)) if result.error else None
         if result.status == "success":
             self._last_success = self._clock()
 

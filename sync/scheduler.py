@@ -21,6 +21,7 @@ from sync.errors import EX_CONFIG, EX_OK, ConfigError, SyncError
 from sync.job import Upkeep, run_once
 from sync.metrics import Health, Metrics, serve
 from sync.migrate import ensure_schema
+from sync.redaction import Secrets
 from sync.resources import PLATFORMS
 from sync.settings import Settings
 from sync.shutdown import Shutdown, wait_for
@@ -34,17 +35,20 @@ JOB_ID = "sync-platforms"
 class Service:
     """The loop's state: one engine, one client (so one token across cycles), metrics."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, secrets: Secrets | None = None) -> None:
         self.settings = settings
+        secrets = secrets if secrets is not None else Secrets(settings.secret_values())
         self.shutdown = Shutdown(settings.stop_timeout_seconds)
         self.exit_code = EX_OK
         self.engine = build_engine(settings)
         # Retry back-offs end at a stop's cutoff.
-        self.client = build_client(settings, self.engine, sleep=self.shutdown.sleep)
+        self.client = build_client(
+            settings, self.engine, sleep=self.shutdown.sleep, secrets=secrets
+        )
         self.options = cycle_options(settings)
         self.upkeep = Upkeep()
         self.metrics = Metrics()
-        self.health = Health(settings.health_max_age)
+        self.health = Health(settings.health_max_age, mask=secrets.mask)
         self._in_flight = threading.Lock()
         self._schema_ready = False
 
@@ -91,9 +95,9 @@ def _trigger(settings: Settings) -> IntervalTrigger | CronTrigger:
     return IntervalTrigger(seconds=settings.interval_seconds, timezone=UTC)
 
 
-def run_service(settings: Settings) -> int:
+def run_service(settings: Settings, secrets: Secrets | None = None) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code."""
-    service = Service(settings)
+    service = Service(settings, secrets)
     scheduler = BackgroundScheduler(timezone=UTC)
 
     def alive() -> bool:

@@ -96,7 +96,24 @@ class DatabaseSettings(BaseSettings):
         """The database URL with any password masked, for logs and status output."""
         from sqlalchemy.engine import make_url
 
-        return make_url(self.database_url).render_as_string(hide_password=True)
+        try:
+            return make_url(self.database_url).render_as_string(hide_password=True)
+        except ValueError:  # ArgumentError: not a URL SQLAlchemy can read; show its scheme only
+            return self.database_url.partition("://")[0] + "://***"
+
+    def secret_values(self) -> list[str]:
+        """What must never be shown: the database password (and, in Settings, more)."""
+        from sqlalchemy.engine import make_url
+
+        try:
+            password = make_url(self.database_url).password
+        except ValueError:
+            return []
+        return [str(password)] if password else []
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, (self.database_url_for_display if name == "database_url" else value)
 
 
 class Settings(DatabaseSettings):
@@ -200,6 +217,12 @@ class Settings(DatabaseSettings):
     @property
     def platforms_url(self) -> str:
         return f"{self.api_url}/global/platforms"
+
+    def secret_values(self) -> list[str]:
+        values = [*super().secret_values(), self.password.get_secret_value()]
+        if self.token_cache_key is not None:
+            values.append(self.token_cache_key.get_secret_value())
+        return values
 
 
 def _secrets_dir() -> str | None:

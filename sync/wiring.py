@@ -14,6 +14,7 @@ from sync.auth import Credentials, TokenProvider
 from sync.auth_pause import DatabaseAuthLedger
 from sync.client import PartnerClient
 from sync.job import CycleOptions
+from sync.redaction import Secrets
 from sync.retry import RetryPolicy
 from sync.settings import DatabaseSettings, Settings
 from sync.store import create_engine
@@ -33,6 +34,7 @@ def build_client(
     sleep: Callable[[float], object] = time.sleep,
     force_auth: bool = False,
     monotonic: Callable[[], float] = time.monotonic,
+    secrets: Secrets | None = None,
 ) -> PartnerClient:
     """`sleep` waits between retries: Shutdown.sleep, so that a stop's cutoff ends it.
 
@@ -70,6 +72,7 @@ def build_client(
         cache=cache,
         force_auth=force_auth,
         clock=monotonic,
+        secrets=secrets if secrets is not None else Secrets(settings.secret_values()),
     )
     return PartnerClient(transport, tokens, settings.api_url)
 

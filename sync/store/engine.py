@@ -25,7 +25,16 @@ SQLITE_BEGIN = "sqlite_begin"
 
 def create_engine(url: str, *, lock_wait_seconds: float = 5.0, **kwargs: Any) -> Engine:
     """An Engine for `url` tuned for this job: UTC sessions, bounded connect and lock waits."""
-    parsed = sa.engine.make_url(url)
+    from sync.errors import ConfigError
+
+    try:
+        parsed = sa.engine.make_url(url)
+    except (exc.ArgumentError, ValueError):
+        # SQLAlchemy's message quotes the URL, password included: say it without it.
+        raise ConfigError(
+            "invalid settings: SYNC_DATABASE_URL: not a database URL SQLAlchemy can read "
+            "(expected e.g. postgresql://user:password@host/database)"
+        ) from None
     backend = parsed.get_backend_name()
     connect_args: dict[str, Any] = {}
     options: dict[str, Any] = {"pool_pre_ping": True, "json_serializer": canonical_json}
@@ -54,8 +63,6 @@ def create_engine(url: str, *, lock_wait_seconds: float = 5.0, **kwargs: Any) ->
     try:
         engine = sa.create_engine(parsed, connect_args=connect_args, **options)
     except (exc.ArgumentError, exc.NoSuchModuleError, ImportError) as error:
-        from sync.errors import ConfigError
-
         raise ConfigError(f"invalid settings: SYNC_DATABASE_URL: {error}") from None
     if backend == "sqlite":
         _tune_sqlite(engine, lock_wait_seconds)

@@ -11,7 +11,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -641,3 +641,68 @@ def test_a_changed_answer_after_an_unchanged_one_is_compared_row_by_row(
     changed = cycle(max_delete_fraction=1.0)
     assert len(parse_calls) == 2
     assert (changed.counts["updated"], changed.counts["deleted"]) == (1, 1)
+
+
+# --------------------------------------------------------------------------- run history
+
+
+def old_run(engine: Engine, status: str, days_ago: float, **counts: int) -> int:
+    started = datetime.now(UTC) - timedelta(days=days_ago)
+    with engine.begin() as conn:
+        result = conn.execute(
+            sa.insert(sync_runs).values(
+                resource="platforms",
+                partner_id=DEFAULT_PARTNER_ID,
+                started_at=started,
+                finished_at=started,
+                status=status,
+                **counts,
+            )
+        )
+    return int(result.inserted_primary_key[0])
+
+
+def test_old_runs_that_changed_nothing_are_pruned_and_the_rest_kept(
+    cycle: Callable[..., RunResult], engine: Engine
+) -> None:
+    first = cycle()  # inserts: has audit rows
+    with engine.begin() as conn:  # make it old too
+        conn.execute(sa.update(sync_runs).values(started_at=datetime(2020, 1, 1, tzinfo=UTC)))
+    kept = {
+        first.run_id,
+        old_run(engine, "failed", 200),
+        old_run(engine, "success", 89),  # younger than the retention
+        old_run(engine, "success", 200, updated=1),  # changed something
+    }
+    pruned = {
+        old_run(engine, "success", 200, fetched=3, unchanged=3),
+        old_run(engine, "skipped", 100),
+        old_run(engine, "interrupted", 95),
+    }
+    pruned |= {old_run(engine, "success", 120) for _ in range(1100)}  # more than two batches
+
+    latest = cycle(new_process=True, run_retention_days=90)
+
+    remaining = {r["id"] for r in runs(engine)}
+    assert remaining == kept | {latest.run_id}
+    assert not remaining & pruned
+    assert len(contents(engine, platform_audit)) == 3  # the audit trail is never pruned
+
+
+def test_a_process_prunes_at_most_hourly_and_zero_days_keeps_everything(
+    cycle: Callable[..., RunResult], engine: Engine, clock: FakeClock
+) -> None:
+    cycle(run_retention_days=0)
+    ancient = old_run(engine, "success", 1000)
+    cycle(run_retention_days=0)
+    assert ancient in {r["id"] for r in runs(engine)}
+
+    cycle()  # the first with retention in this process: prunes
+    assert ancient not in {r["id"] for r in runs(engine)}
+    again = old_run(engine, "success", 1000)
+    clock.advance(3599)
+    cycle()
+    assert again in {r["id"] for r in runs(engine)}  # pruned an hour ago: not yet
+    clock.advance(1)
+    cycle()
+    assert again not in {r["id"] for r in runs(engine)}

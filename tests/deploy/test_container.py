@@ -140,6 +140,7 @@ def run(
 
 
 @pytest.mark.slow
+@pytest.mark.needs_index  # the runtime stage installs the dependencies from the index
 def test_dockerfile_install_steps_give_a_working_command(tmp_path: Path) -> None:
     """Build the wheel, install it into a fresh venv, run --help and migrate a SQLite file."""
     context = build_context(tmp_path)

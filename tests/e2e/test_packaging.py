@@ -14,7 +14,8 @@ import pytest
 
 from sync.schema import SCHEMA_REVISION
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# Building and installing fetch hatchling and the dependencies from the package index.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.needs_index]
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_TIMEOUT_SECONDS = 300

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import sqlalchemy as sa
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -27,13 +28,13 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from sync.emulator import Emulator
+from sync.emulator import Emulator, Fault
 from sync.job import run_once
 from sync.schema import platform_audit, platforms, sync_runs
 from sync.wiring import build_client, build_engine, cycle_options
 
 from ..conftest import CLI, settings_for
-from .helpers import wait_until
+from .helpers import free_port, running, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.db]
 
@@ -233,3 +234,64 @@ def test_no_secret_appears_in_logs_errors_status_or_tables(
     for where, text in haystacks.items():
         for secret in secrets:
             assert secret not in text, f"a secret leaked into {where}"
+
+
+@pytest.mark.parametrize("password", ["c", "abc", "Canary-forty-characters-0123456789abcdefgh"])
+def test_short_secrets_neither_garble_messages_nor_show(
+    password: str, sync_env: Callable[..., dict[str, str]]
+) -> None:
+    """With SYNC_PASSWORD=c an unreachable database once read `s***hema … ***onne***tion`."""
+    env = sync_env("postgresql://sync@127.0.0.1:1/nowhere") | {"SYNC_PASSWORD": password}
+
+    done = subprocess.run([*CLI, "once"], env=env, capture_output=True, text=True, check=False)
+
+    assert done.returncode == 75
+    assert "reading the schema revision" in done.stderr
+    assert "Connection refused" in done.stderr
+    assert "***" not in done.stderr
+    if len(password) > 3:
+        assert password not in done.stderr
+
+
+# PostgreSQL's trust authentication accepts any password, so a URL can carry a canary.
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_database_password_shows_nowhere(
+    backend: str,
+    database_url: str,
+    emulator: Emulator,
+    sync_env: Callable[..., dict[str, str]],
+) -> None:
+    """The password in SYNC_DATABASE_URL: not in logs, errors, status, /metrics or /healthz."""
+    secret = "Canary-Db-Pw-8c1f"
+    url = sa.engine.make_url(database_url).set(password=secret).render_as_string(False)
+    port = free_port()
+    env = sync_env(url) | {
+        "SYNC_INTERVAL_SECONDS": "0.3",
+        "SYNC_METRICS_PORT": str(port),
+        "SYNC_METRICS_HOST": "127.0.0.1",
+        "SYNC_LOG_LEVEL": "DEBUG",
+    }
+    outputs: list[str] = []
+
+    def cli(*args: str, **extra: str) -> int:
+        done = subprocess.run(
+            [*CLI, "--debug", *args], env=env | extra, capture_output=True, text=True, check=False
+        )
+        outputs.extend([done.stdout, done.stderr])
+        return done.returncode
+
+    assert cli("once") == 0
+    assert cli("status") == 0 and cli("status", "--json") == 0
+    # An error that quotes the database: one that does not exist.
+    missing = sa.engine.make_url(url).set(database="c100sync_missing").render_as_string(False)
+    assert cli("once", SYNC_DATABASE_URL=missing) == 75
+    emulator.inject("platforms", Fault(kind="status", status=500), times=None)
+    with running(env) as process:
+        wait_until(lambda: "HTTP 500" in process.stderr, what="a failed cycle")
+        for path in ("/metrics", "/healthz", "/livez"):
+            outputs.append(requests.get(f"http://127.0.0.1:{port}{path}", timeout=5).text)
+        code, _ = process.stop()
+    outputs.append(process.stderr)
+    assert code == 0
+    assert "database error" in "\n".join(outputs)  # the error channel was exercised
+    assert secret not in "\n".join(outputs)

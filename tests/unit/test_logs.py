@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from sync import logs
+from sync.redaction import MASK, Secrets
 
 CANARY = "canary-secret-5d1e"
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJwYXJ0bmVySWQiOiI0MiJ9.c2lnbmF0dXJlLXBhcnQ"
@@ -189,14 +190,14 @@ def test_json_exception_is_a_field_of_the_same_line(configure: Configure) -> Non
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
 def test_registered_secrets_are_redacted(configure: Configure, fmt: str) -> None:
-    out = configure(fmt=fmt, secrets=[CANARY])
+    out = configure(fmt=fmt, secrets=Secrets([CANARY]))
 
     log.info("password is %s", CANARY)
     already_formatted = f"inline {CANARY}!"
     log.info(already_formatted)
 
     assert CANARY not in out.getvalue()
-    assert out.getvalue().count(logs.REDACTED) == 2
+    assert out.getvalue().count(MASK) == 2
 
 
 def test_secrets_added_after_configure_are_redacted(configure: Configure) -> None:
@@ -204,7 +205,7 @@ def test_secrets_added_after_configure_are_redacted(configure: Configure) -> Non
     (handler,) = logging.getLogger().handlers
     (redactor,) = [f for f in handler.filters if isinstance(f, logs.RedactingFilter)]
 
-    redactor.add(CANARY)
+    redactor.secrets.add(CANARY)
     log.info("token %s", CANARY)
 
     assert CANARY not in out.getvalue()
@@ -214,7 +215,7 @@ def test_a_secret_containing_another_secret_is_masked_whole(configure: Configure
     """Replacing the shorter secret first would leave the rest of the longer one visible."""
     short, long = "abc123", "abc123-and-the-rest-of-the-token"
     for secrets in ([short, long], [long, short]):
-        out = configure(fmt="text", secrets=secrets)
+        out = configure(fmt="text", secrets=Secrets(secrets))
         log.info("value %s", long)
         assert "the-rest-of-the-token" not in out.getvalue()
 
@@ -261,7 +262,7 @@ def test_ordinary_text_is_left_alone(configure: Configure, message: str) -> None
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
 def test_exception_text_is_redacted(configure: Configure, fmt: str) -> None:
-    out = configure(fmt=fmt, secrets=[CANARY])
+    out = configure(fmt=fmt, secrets=Secrets([CANARY]))
 
     try:
         raise ValueError(f"login failed for {CANARY}; header Bearer tok-987654 password=pw-4242")
@@ -275,7 +276,7 @@ def test_exception_text_is_redacted(configure: Configure, fmt: str) -> None:
 
 
 def test_redact_uses_the_configured_secrets(configure: Configure) -> None:
-    configure(fmt="text", secrets=[CANARY])
+    configure(fmt="text", secrets=Secrets([CANARY]))
 
     assert logs.redact(f"comm100-sync: {CANARY}") == "comm100-sync: ***"
 

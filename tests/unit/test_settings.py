@@ -395,3 +395,29 @@ def test_the_token_cache_key_is_optional_and_hidden(
 def test_auth_backoff_cap_defaults_to_six_hours(credentials: None) -> None:
     assert load(Settings).auth_backoff_max_seconds == 21600
     assert "SYNC_AUTH_BACKOFF_MAX_SECONDS" in config_error(SYNC_AUTH_BACKOFF_MAX_SECONDS="0")
+
+
+def test_repr_of_settings_shows_no_secret(
+    credentials: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SYNC_DATABASE_URL", "postgresql://sync:db-Canary-pw@db.example/bi")
+    monkeypatch.setenv("SYNC_TOKEN_CACHE_KEY", "cache-Canary-key-0123456789abcdefghij")
+
+    settings = load(Settings)
+
+    shown = f"{settings!r} {settings}"
+    for secret in ("db-Canary-pw", "cache-Canary-key", CANARY):
+        assert secret not in shown
+    assert sorted(settings.secret_values()) == sorted(
+        ["db-Canary-pw", CANARY, "cache-Canary-key-0123456789abcdefghij"]
+    )
+
+
+def test_an_unreadable_database_url_is_refused_without_showing_it(credentials: None) -> None:
+    from sync.store import create_engine
+
+    with pytest.raises(ConfigError) as caught:
+        create_engine("postgresql://sync:pw-Canary@db.example:notaport/bi")
+
+    assert "pw-Canary" not in str(caught.value)
+    assert "SYNC_DATABASE_URL" in str(caught.value)
