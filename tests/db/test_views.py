@@ -378,7 +378,7 @@ DIALECT_CHANGES = {
         "TIMESTAMPTZ '2026-03-01 00:00:00+00'": "'2026-03-01 00:00:00.000000'",
     },
 }
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[2] / "docs" / "bi.md"
 
 
 def readme_query(engine: Engine, backend: str, query: str) -> list[tuple[Any, ...]]:

@@ -24,7 +24,7 @@ from tests.conftest import IN_CI, MARIADB_ADMIN_URL, POSTGRES_ADMIN_URL, REPO
 
 pytestmark = pytest.mark.db
 
-README = REPO / "README.md"
+README = REPO / "docs" / "deploy.md"
 PASSWORD = "change-me"
 ROLES = ("comm100_sync_owner", "comm100_sync", "bi_reader")
 DATABASE = "bi"

@@ -26,7 +26,7 @@ MANIFESTS = sorted(p for p in KUBERNETES.glob("*.yaml") if p != KUSTOMIZATION)
 WORKLOAD_KINDS = ("CronJob", "Deployment", "Job")
 CONTAINER = "comm100-sync"
 PLACEHOLDER = re.compile(r"<[a-z0-9-]+>")
-README = REPO / "README.md"
+README = REPO / "docs" / "deploy.md"
 FIRST_STEP_COMPONENTS = ("config", "migrate")
 FIRST_STEP_SELECTOR = "-l 'app.kubernetes.io/component in (config, migrate)'"
 
