@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import re
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -161,6 +162,7 @@ class TokenProvider:
         self._cache = cache
         self._force_auth = force_auth
         self._cached: _CachedToken | None = None
+        self._lock = threading.RLock()
         self.requests_by_grant: Counter[str] = Counter()
         # Every token received joins the registry, so logs and stored errors mask it.
         self.secrets = secrets if secrets is not None else Secrets()
@@ -205,7 +207,14 @@ class TokenProvider:
         return claim
 
     def token(self, deadline: Deadline) -> str:
-        """A cached token while it is fresh; otherwise one from the shared cache or a grant."""
+        """A cached token while it is fresh; otherwise one from the shared cache or a grant.
+
+        Thread-safe: concurrent requests that find the token stale wait for one renewal.
+        """
+        with self._lock:
+            return self._token(deadline)
+
+    def _token(self, deadline: Deadline) -> str:
         cached = self._cached
         if cached is not None and not cached.needs_renewal(self._clock()):
             return cached.access_token
@@ -219,9 +228,10 @@ class TokenProvider:
 
     def invalidate(self, access_token: str) -> None:
         """Forget `access_token` after the API refused it; the refresh token stays usable."""
-        if self._cached is not None and self._cached.access_token == access_token:
-            self._cached.obtained_at = float("-inf")
-            self._save_shared(self._cached)
+        with self._lock:
+            if self._cached is not None and self._cached.access_token == access_token:
+                self._cached.obtained_at = float("-inf")
+                self._save_shared(self._cached)
 
     # -- renewal ---------------------------------------------------------------------------
 

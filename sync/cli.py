@@ -41,7 +41,7 @@ def _setup(kind: Any) -> tuple[Any, Secrets]:
 
 def cmd_once(args: argparse.Namespace) -> int:
     from sync.errors import EX_TEMPFAIL
-    from sync.job import run_once
+    from sync.job import exit_code_of, run_account
     from sync.migrate import ensure_schema
     from sync.settings import Settings
     from sync.shutdown import Shutdown, supervise
@@ -67,7 +67,10 @@ def cmd_once(args: argparse.Namespace) -> int:
 
         def cycle() -> int:
             ensure_schema(engine, auto_migrate=settings.auto_migrate)
-            return run_once(engine, client, cycle_options(settings), stop=shutdown).exit_code
+            results = run_account(
+                engine, client, cycle_options(settings), settings.resource_list, stop=shutdown
+            )
+            return exit_code_of(results)
 
         code: int = supervise(cycle, shutdown, client.transport.abort, exit_code=EX_TEMPFAIL)
         return code
@@ -105,7 +108,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     settings, secrets = _setup(DatabaseSettings)
     engine = build_engine(settings)
     try:
-        report = collect(engine, limit=args.limit, max_age_seconds=settings.health_max_age)
+        report = collect(
+            engine,
+            limit=args.limit,
+            max_age_seconds=settings.health_max_age,
+            resources=[resource.name for resource in settings.resource_list],
+        )
     finally:
         engine.dispose()
     if args.json:

@@ -10,6 +10,8 @@
     │   ├── RejectedError      any other 4xx (never retried); exit 65
     │   └── PayloadError       body is not a valid platform list (or token response); exit 65
     ├── SafetyLimitError       would soft-delete more than SYNC_MAX_DELETE_FRACTION; exit 65
+    ├── PartialError           some sites of a per-site list failed, the others committed;
+    │                          exit 65 if a site's answer was rejected, else 75
     ├── StoreError             database failure (down, locked, full); exit 75
     └── InterruptedCycleError  SIGTERM/SIGINT arrived mid-cycle; rolled back; exit 75
 
@@ -121,6 +123,23 @@ class SafetyLimitError(SyncError):
     exit_code = EX_DATAERR
 
 
+class PartialError(SyncError):
+    """Some sites of a per-site list failed while the others committed (run status `partial`).
+
+    Attributes:
+        failures: site id → what went wrong with it.
+        exit_code: 65 when a site's answer was refused as data (a bad payload, a 4xx), else 75.
+    """
+
+    def __init__(self, failures: dict[int, SyncError]) -> None:
+        self.failures = failures
+        shown = "; ".join(f"site {site}: {error}" for site, error in sorted(failures.items())[:5])
+        more = f" (and {len(failures) - 5} more sites)" if len(failures) > 5 else ""
+        super().__init__(f"{len(failures)} site(s) failed and kept their rows: {shown}{more}")
+        codes = {error.exit_code for error in failures.values()}
+        self.exit_code = EX_DATAERR if EX_DATAERR in codes else EX_TEMPFAIL
+
+
 class StoreError(SyncError):
     """The database failed: unreachable, locked, full, or a statement error."""
 
@@ -131,3 +150,12 @@ class InterruptedCycleError(SyncError):
     """A stop signal arrived during a cycle; its transaction was rolled back."""
 
     exit_code = EX_TEMPFAIL
+
+
+# Most severe first: what `once` exits with when accounts or lists end differently.
+SEVERITY = (EX_CONFIG, EX_NOPERM, EX_DATAERR, EX_INTERNAL, EX_TEMPFAIL, EX_OK)
+
+
+def most_severe(codes: list[int] | tuple[int, ...]) -> int:
+    """The exit code that matters most among `codes` (EX_OK for none)."""
+    return min(codes, key=SEVERITY.index, default=EX_OK)

@@ -86,7 +86,15 @@ class JsonFormatter(logging.Formatter):
         run_id = getattr(record, "run_id", None)
         if run_id is not None:
             entry["run_id"] = run_id
-        for key in ("event", "status", "counts", "duration_seconds", "exit_code"):
+        for key in (
+            "event",
+            "status",
+            "resource",
+            "partner_id",
+            "counts",
+            "duration_seconds",
+            "exit_code",
+        ):
             value = getattr(record, key, None)
             if value is not None:
                 entry[key] = value

@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -22,19 +23,23 @@ from prometheus_client import (
 from sync import __version__
 from sync.errors import AuthError, AuthPausedError
 from sync.job import RunResult
-from sync.resources import PLATFORMS
+from sync.resources import DEFAULT_RESOURCES
 
 log = logging.getLogger(__name__)
 
 DURATION_BUCKETS_SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 ACTIONS = {"inserted": "insert", "updated": "update", "deleted": "delete", "restored": "restore"}
+CYCLE_STATUSES = ("success", "partial", "failed", "skipped", "interrupted")
 
 
 class Metrics:
     """The service's metrics on a registry of its own (so tests can build several)."""
 
     def __init__(
-        self, registry: CollectorRegistry | None = None, accounts: tuple[str, ...] = ("default",)
+        self,
+        registry: CollectorRegistry | None = None,
+        accounts: tuple[str, ...] = ("default",),
+        resources: tuple[str, ...] = DEFAULT_RESOURCES,
     ) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
@@ -78,10 +83,11 @@ class Metrics:
         info = Gauge("comm100_sync_build_info", "Version of comm100-sync.", ["version"], registry=r)
         info.labels(__version__).set(1)
         # Series exist from the start at 0, so increase() sees the first failure after a restart.
-        for status in ("success", "failed", "skipped", "interrupted"):
-            self.cycles.labels(PLATFORMS.name, status)
-        for action in ACTIONS.values():
-            self.rows.labels(PLATFORMS.name, action)
+        for resource in resources:
+            for status in CYCLE_STATUSES:
+                self.cycles.labels(resource, status)
+            for action in ACTIONS.values():
+                self.rows.labels(resource, action)
         for account in accounts:
             self.auth_paused.labels(account).set(0)
             self.auth_next_attempt.labels(account).set(0)
@@ -120,50 +126,72 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+@dataclass
+class _Freshness:
+    last_success: float | None = None
+    last_status: str | None = None
+    last_error: str | None = None
+
+
 class Health:
-    """Healthy while the last success (or the start, before any) is younger than `max_age`."""
+    """Healthy while every list's last success (or the start, before any) is younger than
+    `max_age`; the body names the stalest list and quotes its last error."""
 
     def __init__(
         self,
         max_age_seconds: float,
         clock: Callable[[], float] = time.monotonic,
         mask: Callable[[str], str] = lambda text: text,
+        resources: tuple[str, ...] = DEFAULT_RESOURCES,
+        accounts: tuple[str, ...] = ("default",),
     ) -> None:
         self.max_age_seconds = max_age_seconds
         self._mask = mask
         self._clock = clock
         self._started = clock()
-        self._last_success: float | None = None
-        self._last_status: str | None = None
-        self._last_error: str | None = None
+        self._lists = {
+            (account, resource): _Freshness() for account in accounts for resource in resources
+        }
 
     def record(self, result: RunResult) -> None:
         if result.status == "interrupted":
             return  # the process is stopping; says nothing about the data's freshness
-        self._last_status = result.status
-        self._last_error = self._mask(str(result.error)) if result.error else None
+        state = self._lists.setdefault((result.account, result.resource), _Freshness())
+        state.last_status = result.status
+        state.last_error = self._mask(str(result.error)) if result.error else None
         if result.status == "success":
-            self._last_success = self._clock()
+            state.last_success = self._clock()
 
     def check(self) -> tuple[bool, dict[str, Any]]:
         now = self._clock()
-        reference = self._last_success if self._last_success is not None else self._started
-        age = now - reference
-        healthy = age <= self.max_age_seconds
+
+        def age(state: _Freshness) -> float:
+            return now - (state.last_success if state.last_success is not None else self._started)
+
+        (account, resource), stalest = max(self._lists.items(), key=lambda item: age(item[1]))
+        oldest = age(stalest)
+        healthy = oldest <= self.max_age_seconds
         body: dict[str, Any] = {
             "status": "ok" if healthy else "stale",
-            "last_success_age_seconds": None if self._last_success is None else round(age, 1),
             "max_age_seconds": self.max_age_seconds,
-            "last_cycle_status": self._last_status,
+            "stalest": {
+                "account": account,
+                "resource": resource,
+                "last_success_age_seconds": (
+                    None if stalest.last_success is None else round(oldest, 1)
+                ),
+                "last_cycle_status": stalest.last_status,
+            },
         }
         if not healthy:
             body["reason"] = (
-                f"no successful cycle for {age:.0f}s (limit {self.max_age_seconds:.0f}s)"
-                if self._last_success is not None
-                else f"no successful cycle since start {age:.0f}s ago"
+                f"no successful {resource} cycle for {oldest:.0f}s "
+                f"(limit {self.max_age_seconds:.0f}s)"
+                if stalest.last_success is not None
+                else f"no successful {resource} cycle since start {oldest:.0f}s ago"
             )
-            if self._last_error:
-                body["last_error"] = self._last_error
+            if stalest.last_error:
+                body["last_error"] = stalest.last_error
         return healthy, body
 
 

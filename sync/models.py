@@ -1,4 +1,5 @@
-"""Payload contracts: the platform list and the token response, validated with pydantic.
+"""Payload primitives: records, canonical JSON and digests, strict JSON decoding, the token
+response and its partner claim. The list contracts themselves are in sync.parsing.
 
 Pure functions: no I/O, no clock.
 """
@@ -7,51 +8,43 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import hashlib
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any, NoReturn
+from typing import Any
 
 import orjson
-from pydantic import ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError
-from typing_extensions import TypedDict
 
 from sync.errors import PayloadError
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # A JSON-escaped NUL not preceded by an escaping backslash: PostgreSQL text and jsonb refuse it.
-_ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
-
-
-class _PlatformItem(TypedDict):
-    __pydantic_config__ = ConfigDict(extra="allow", strict=True)  # type: ignore[misc]
-    id: Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX)]
-    name: StrictStr
-
-
-@functools.cache
-def _platform_item() -> TypeAdapter[_PlatformItem]:
-    """Built on first use: only an invalid payload needs pydantic's account of it."""
-    return TypeAdapter(_PlatformItem)
+ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
 @dataclass(slots=True)
 class Record:
-    """One object of a list resource: its key, name, canonical JSON and content hash.
+    """One object of a list resource, as it will be stored.
 
-    The canonical JSON is what gets stored (`raw`, audit values): it is written once, when
-    the payload is parsed, kept as UTF-8 bytes (smaller than text), and decoded only for
-    rows that are written.
+    `canonical` is what gets stored (`raw`, audit values): written once, when the payload is
+    parsed, kept as UTF-8 bytes (smaller than text), and decoded only for rows that are
+    written. `fields` is the JSON array of its sorted top-level keys (an insert's
+    changed_fields). `ident` tells records apart within one list: the id, or (site, id).
     """
 
-    key: int
-    name: str
+    key: int | str
+    site_id: int | None
+    typed: tuple[Any, ...]
     canonical: bytes
     digest: str
+    fields: bytes
+
+    @property
+    def ident(self) -> Hashable:
+        return self.key if self.site_id is None else (self.site_id, self.key)
 
     @property
     def text(self) -> str:
@@ -60,7 +53,7 @@ class Record:
 
     @property
     def raw(self) -> dict[str, Any]:
-        """The object as received (decoded from the canonical text on demand)."""
+        """The object as stored (decoded from the canonical text on demand)."""
         value: dict[str, Any] = json.loads(self.canonical)
         return value
 
@@ -88,16 +81,8 @@ def canonical_json(obj: Any) -> str:
 
 # Bump whenever what is stored from a body changes (a typed column, the canonical form, which
 # fields are dropped): a byte-identical answer then stops short-cutting the comparison, so
-# rows written by an older version are brought up to date.
-DERIVATION_VERSION = 2
-
-
-def snapshot_digest(body: bytes, *, variant: str = "") -> str:
-    """BLAKE2b-128 of a response body, salted with how this version derives rows from it."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"derivation {DERIVATION_VERSION} {variant}\0".encode())
-    digest.update(body)
-    return digest.hexdigest()
+# rows written by an older version are brought up to date (see sync.job.fetch.Fetched.digest).
+DERIVATION_VERSION = 3
 
 
 def content_digest(canonical: str | bytes) -> str:
@@ -131,57 +116,7 @@ def decode_json(body: bytes, what: str) -> Any:
         raise PayloadError(f"{what} is not valid JSON: {detail}") from None
 
 
-def _first_error(exc: ValidationError, index: int) -> str:
-    errors = exc.errors(include_input=False, include_url=False)
-    first = errors[0]
-    field = ".".join(str(p) for p in first.get("loc", ()))
-    where = f"item {index}"
-    text = f"{where}: {field}: {first['msg']}" if field else f"{where}: {first['msg']}"
-    if len(errors) > 1:
-        text += f" (and {len(errors) - 1} more)"
-    return text
-
-
-def parse_platform_list(body: bytes) -> list[Record]:
-    """Validate a platform-list body and return one Record per distinct platform, in API order.
-
-    The common case is checked by hand in one pass (100,000 items in about 0.2 s); the first
-    item that fails is handed to the pydantic model, which says what is wrong with it.
-
-    Raises:
-        PayloadError: not UTF-8 or JSON, not an array of objects with an integer `id` and a
-            string `name`, a NUL or lone surrogate anywhere, or duplicate ids that differ.
-    """
-    data = decode_json(body, "platform list")
-    if not isinstance(data, list):
-        raise PayloadError(
-            f"invalid platform list: expected a JSON array, got {type(data).__name__}"
-        )
-    records: dict[int, Record] = {}
-    blake2b = hashlib.blake2b
-    for index, (item, canonical) in enumerate(zip(data, _canonical_items(data), strict=True)):
-        # Drop each parsed object as soon as its Record exists: at 100,000 items the decoded
-        # list and the records would otherwise be in memory together.
-        data[index] = None
-        key = item.get("id") if type(item) is dict else None
-        name = item.get("name") if type(item) is dict else None
-        # type() rather than isinstance(): a JSON true must not pass for the integer 1.
-        if type(key) is not int or type(name) is not str or not INT64_MIN <= key <= INT64_MAX:
-            _explain(item, index)
-        if b"\\u0000" in canonical and _ESCAPED_NUL.search(canonical):
-            raise PayloadError(f"invalid platform list: item {index}: contains a NUL character")
-        digest = blake2b(canonical, digest_size=16).hexdigest()
-        seen = records.get(key)
-        if seen is None:
-            records[key] = Record(key, name, canonical, digest)
-        elif seen.digest != digest:
-            raise PayloadError(
-                f"invalid platform list: id {key} appears twice with different content"
-            )
-    return list(records.values())
-
-
-def _canonical_items(items: list[Any]) -> Iterator[bytes]:
+def canonical_items(items: list[Any]) -> Iterator[bytes]:
     """Each item's canonical JSON, in order.
 
     One orjson call for the whole list, then cut at the `},{` between items: per-item calls
@@ -214,18 +149,7 @@ def _canonical_or_reject(item: Any, index: int) -> bytes:
     try:
         return canonical_bytes(item)
     except (TypeError, UnicodeEncodeError):
-        raise PayloadError(
-            f"invalid platform list: item {index}: contains a lone UTF-16 surrogate"
-        ) from None
-
-
-def _explain(item: Any, index: int) -> NoReturn:
-    """Raise the pydantic model's account of why `item` is not a platform."""
-    try:
-        _platform_item().validate_python(item)
-    except ValidationError as exc:
-        raise PayloadError(f"invalid platform list: {_first_error(exc, index)}") from None
-    raise PayloadError(f"invalid platform list: item {index}: not a platform")  # pragma: no cover
+        raise PayloadError(f"item {index}: contains a lone UTF-16 surrogate") from None
 
 
 @dataclass(frozen=True, slots=True)

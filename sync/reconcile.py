@@ -5,11 +5,12 @@ No I/O and no clock; the store executes the plan.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from sync.errors import SafetyLimitError
-from sync.models import Record
+from sync.models import Record, canonical_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,16 +21,17 @@ class StoredRow:
 
 @dataclass(frozen=True)
 class Stored:
-    """What the table holds for one partner: live rows' content hashes, and soft-deleted ids.
+    """What the table holds for one partner: live rows' content hashes, and soft-deleted ones,
+    by ident (the id, or (site, id) for a per-site list).
 
     Plain dict and set, so 100,000 rows are read and compared without an object per row.
     """
 
-    live: dict[int, str]
-    deleted: set[int]
+    live: dict[Hashable, str]
+    deleted: set[Hashable]
 
     @classmethod
-    def of(cls, rows: Mapping[int, StoredRow]) -> Stored:
+    def of(cls, rows: Mapping[Hashable, StoredRow]) -> Stored:
         return cls(
             {key: row.digest for key, row in rows.items() if row.live},
             {key for key, row in rows.items() if not row.live},
@@ -41,7 +43,7 @@ class Plan:
     inserts: list[Record] = field(default_factory=list)
     updates: list[Record] = field(default_factory=list)
     restores: list[Record] = field(default_factory=list)
-    deletes: list[int] = field(default_factory=list)
+    deletes: list[Hashable] = field(default_factory=list)
     unchanged: int = 0
     live_before: int = 0
 
@@ -51,7 +53,7 @@ class Plan:
 
 
 def plan_changes(
-    stored: Stored | Mapping[int, StoredRow],
+    stored: Stored | Mapping[Hashable, StoredRow],
     fetched: Iterable[Record],
     *,
     still_holds: Callable[[Record], bool] | None = None,
@@ -66,10 +68,10 @@ def plan_changes(
     live, deleted = stored.live, stored.deleted
     plan = Plan(live_before=len(live))
     inserts, updates, restores = plan.inserts, plan.updates, plan.restores
-    seen: set[int] = set()
+    seen: set[Hashable] = set()
     unchanged = 0
     for record in fetched:
-        key = record.key
+        key = record.ident
         seen.add(key)
         digest = live.get(key)
         if digest is None:
@@ -97,3 +99,15 @@ def check_delete_fraction(plan: Plan, max_fraction: float) -> None:
             f"refusing to soft-delete {len(plan.deletes)} of {plan.live_before} live rows "
             f"(more than SYNC_MAX_DELETE_FRACTION={max_fraction:g}); nothing was written"
         )
+
+
+def changed_fields(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> list[str]:
+    """The top-level keys present on one side only or whose values differ, sorted (every key
+    of the side there is, for an insert or a delete)."""
+    if old is None:
+        return sorted(new or {})
+    if new is None:
+        return sorted(old)
+    # Compared as canonical JSON, so that true → 1 or 1 → 1.0 counts as a change.
+    return sorted(k for k in old.keys() | new.keys() if k not in old or k not in new
+                  or canonical_bytes(old[k]) != canonical_bytes(new[k]))  # fmt: skip

@@ -10,6 +10,7 @@ import logging
 import random
 import signal
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 
@@ -18,18 +19,17 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from sync.errors import EX_CONFIG, EX_OK, ConfigError, SyncError
-from sync.job import Upkeep, run_once
+from sync.job import Upkeep, run_account
 from sync.metrics import Health, Metrics, serve
 from sync.migrate import ensure_schema
 from sync.redaction import Secrets
-from sync.resources import PLATFORMS
 from sync.settings import Settings
 from sync.shutdown import Shutdown, wait_for
 from sync.wiring import build_client, build_engine, cycle_options
 
 log = logging.getLogger(__name__)
 
-JOB_ID = "sync-platforms"
+JOB_ID = "sync"
 
 
 class Service:
@@ -47,8 +47,11 @@ class Service:
         )
         self.options = cycle_options(settings)
         self.upkeep = Upkeep()
-        self.metrics = Metrics()
-        self.health = Health(settings.health_max_age, mask=secrets.mask)
+        # The requests of a cycle, SYNC_HTTP_CONCURRENCY at a time; kept across cycles.
+        self.pool = ThreadPoolExecutor(settings.http_concurrency, thread_name_prefix="fetch")
+        names = tuple(resource.name for resource in settings.resource_list)
+        self.metrics = Metrics(resources=names)
+        self.health = Health(settings.health_max_age, mask=secrets.mask, resources=names)
         self._in_flight = threading.Lock()
         self._schema_ready = False
 
@@ -60,11 +63,18 @@ class Service:
             if not self._schema_ready:
                 ensure_schema(self.engine, auto_migrate=self.settings.auto_migrate)
                 self._schema_ready = True
-            result = run_once(
-                self.engine, self.client, self.options, upkeep=self.upkeep, stop=self.shutdown
+            results = run_account(
+                self.engine,
+                self.client,
+                self.options,
+                self.settings.resource_list,
+                upkeep=self.upkeep,
+                stop=self.shutdown,
+                pool=self.pool,
             )
-            self.metrics.observe(result, self.client.tokens.requests_by_grant)
-            self.health.record(result)
+            for result in results:
+                self.metrics.observe(result, self.client.tokens.requests_by_grant)
+                self.health.record(result)
         except ConfigError as error:
             # The schema is ahead of this code or migrations are off: ticking again cannot help.
             log.error("stopping: %s", error)
@@ -72,10 +82,12 @@ class Service:
             self.shutdown.request("configuration error")
         except SyncError as error:
             log.error("cycle could not start: %s", error)
-            self.metrics.cycles.labels(PLATFORMS.name, "failed").inc()
+            for resource in self.settings.resource_list:
+                self.metrics.cycles.labels(resource.name, "failed").inc()
         except Exception:
             log.exception("unexpected error in a cycle; the loop goes on")
-            self.metrics.cycles.labels(PLATFORMS.name, "failed").inc()
+            for resource in self.settings.resource_list:
+                self.metrics.cycles.labels(resource.name, "failed").inc()
         finally:
             self._in_flight.release()
 
@@ -163,6 +175,7 @@ def run_service(settings: Settings, secrets: Secrets | None = None) -> int:
         )
         if server is not None:
             server.shutdown()
+        service.pool.shutdown(wait=False, cancel_futures=True)
         service.engine.dispose()
         log.info("service stopped")
     return service.exit_code

@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sync.errors import ConfigError
+from sync.resources import DEFAULT_RESOURCES, REGISTRY, Resource, in_sync_order
 from sync.schema import PARTNER_ID_LENGTH
 
 ENV_PREFIX = "SYNC_"
@@ -74,6 +75,27 @@ class DatabaseSettings(BaseSettings):
     interval_seconds: float = Field(default=300.0, gt=0)
     # Unset: 3 x the interval. `status` and /healthz call older successes stale.
     health_max_age_seconds: float | None = Field(default=None, gt=0)
+    # The lists to mirror (sync.resources.REGISTRY); `status` reports on the same ones.
+    resources: str = ",".join(DEFAULT_RESOURCES)
+
+    @field_validator("resources")
+    @classmethod
+    def _resources(cls, value: str) -> str:
+        names = [name.strip().lower() for name in value.split(",") if name.strip()]
+        unknown = [name for name in names if name not in REGISTRY]
+        if unknown:
+            raise ValueError(f"unknown list(s) {', '.join(unknown)}; known: {', '.join(REGISTRY)}")
+        if not names:
+            raise ValueError(f"name at least one list of: {', '.join(REGISTRY)}")
+        per_site = [name for name in names if REGISTRY[name].site_scoped]
+        if per_site and "sites" not in names:
+            raise ValueError(f"{', '.join(per_site)} are fetched per site: add sites to the list")
+        return ",".join(r.name for r in in_sync_order(names))
+
+    @property
+    def resource_list(self) -> tuple[Resource, ...]:
+        """The lists to sync, partner lists first (sites before the per-site ones)."""
+        return tuple(in_sync_order(self.resources.split(",")))
 
     @field_validator("log_format", "log_level", mode="before")
     @classmethod
@@ -140,6 +162,10 @@ class Settings(DatabaseSettings):
     run_retention_days: float = Field(default=90.0, ge=0)
     # After SIGTERM/SIGINT, how long a cycle in flight may still take before it is cut.
     stop_timeout_seconds: float = Field(default=8.0, gt=0, le=3600)
+    # How many requests may be in flight at once.
+    http_concurrency: int = Field(default=4, ge=1, le=64)
+    # Agents' email, phone, names, bio, title and avatar fields are dropped unless true.
+    keep_personal_data: bool = False
     max_response_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     allow_insecure_http: bool = False
     # Service mode (`run`).

@@ -1,7 +1,9 @@
-"""What `comm100-sync status` reports: recent runs, row counts, and whether syncs are fresh."""
+"""What `comm100-sync status` reports: each list's freshness per partner, row counts, paused
+credentials and recent runs, read from the database (for CronJob deployments without /healthz)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,8 +11,70 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from sync import store
-from sync.resources import PLATFORMS, Resource
+from sync.resources import REGISTRY
 from sync.schema import SCHEMA_REVISION, sync_runs
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _lists(
+    engine: Engine, resources: Sequence[str], now: datetime, max_age_seconds: float
+) -> list[dict[str, Any]]:
+    """One entry per (partner, list) that has run at least once, for the lists configured."""
+    runs = sync_runs.c
+    with store.translate_errors("reading sync_runs"), engine.connect() as conn:
+        last = {
+            (row.partner_id, row.resource, row.status): row.at
+            for row in conn.execute(
+                sa.select(
+                    runs.partner_id,
+                    runs.resource,
+                    runs.status,
+                    sa.func.max(runs.finished_at).label("at"),
+                )
+                .where(runs.resource.in_(resources), runs.status.in_(("success", "failed")))
+                .group_by(runs.partner_id, runs.resource, runs.status)
+            )
+        }
+        partners = {
+            row[0]
+            for row in conn.execute(
+                sa.select(runs.partner_id).where(runs.resource.in_(resources)).distinct()
+            )
+        }
+        rows: dict[tuple[str, str], tuple[int, int]] = {}
+        for name in resources:
+            table = REGISTRY[name].table
+            # SUM(CASE) rather than FILTER: MariaDB has no FILTER clause.
+            alive_rows = sa.func.sum(sa.case((table.c.deleted_at.is_(None), 1), else_=0))
+            for partner, alive, total in conn.execute(
+                sa.select(table.c.partner_id, alive_rows, sa.func.count()).group_by(
+                    table.c.partner_id
+                )
+            ):
+                rows[(partner, name)] = (int(alive or 0), int(total) - int(alive or 0))
+    entries = []
+    for partner in sorted(partners):
+        for name in resources:
+            success = last.get((partner, name, "success"))
+            failure = last.get((partner, name, "failed"))
+            age = (now - success).total_seconds() if success is not None else None
+            live, deleted = rows.get((partner, name), (0, 0))
+            entries.append(
+                {
+                    "partner_id": partner,
+                    "resource": name,
+                    "last_success_at": _iso(success),
+                    "last_failure_at": _iso(failure),
+                    "age_seconds": round(age, 1) if age is not None else None,
+                    "rows": live,
+                    "deleted_rows": deleted,
+                    "healthy": age is not None and age <= max_age_seconds,
+                }
+            )
+    return entries
 
 
 def collect(
@@ -18,10 +82,11 @@ def collect(
     *,
     limit: int = 10,
     max_age_seconds: float,
-    resource: Resource = PLATFORMS,
+    resources: Sequence[str] = tuple(REGISTRY),
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """A JSON-ready report. `healthy` is false when the last success is older than allowed."""
+    """A JSON-ready report. `healthy` is false when a list's last success is older than allowed
+    (or missing), or when credentials are paused after a refusal."""
     now = now or datetime.now(UTC)
     revision = store.current_revision(engine)
     report: dict[str, Any] = {
@@ -33,63 +98,50 @@ def collect(
         return report | {
             "healthy": False,
             "reason": "the database has no schema yet: run `comm100-sync migrate` or `once`",
+            "lists": [],
+            "paused_accounts": [],
             "runs": [],
-            "tables": {},
         }
-    last = store.last_success(engine, resource.name)
-    age = (now - last).total_seconds() if last else None
-    runs = store.recent_runs(engine, limit)
-    table, audit = resource.table, resource.audit
-    with store.translate_errors("counting rows"), engine.connect() as conn:
-        # SUM(CASE) rather than FILTER: MariaDB has no FILTER clause.
-        live, deleted = conn.execute(
-            sa.select(
-                sa.func.coalesce(
-                    sa.func.sum(sa.case((table.c.deleted_at.is_(None), 1), else_=0)), 0
-                ),
-                sa.func.coalesce(
-                    sa.func.sum(sa.case((table.c.deleted_at.is_(None), 0), else_=1)), 0
-                ),
-            )
-        ).one()
-        audit_rows = conn.execute(sa.select(sa.func.count()).select_from(audit)).scalar_one()
+    lists = _lists(engine, resources, now, max_age_seconds)
+    paused = store.paused_logins(engine, now)
+    with store.translate_errors("reading sync_runs"), engine.connect() as conn:
         running = conn.execute(
             sa.select(sa.func.count()).where(sync_runs.c.status == "running")
         ).scalar_one()
-    paused = store.paused_logins(engine, now)
+    stale = [entry for entry in lists if not entry["healthy"]]
     if paused:
         first = paused[0]
-        healthy, reason = (
-            False,
-            f"account {first['account']} is paused after {first['refusals']} refused "
-            f"password grant(s); next attempt at {first['next_attempt_at']:%Y-%m-%dT%H:%M:%SZ}",
+        reason = (
+            f"account {first['account']} is paused after {first['refusals']} refused password "
+            f"grant(s); next attempt at {first['next_attempt_at']:%Y-%m-%dT%H:%M:%SZ}"
         )
-    elif last is None:
-        healthy, reason = False, "no successful sync yet"
-    elif age is not None and age > max_age_seconds:
-        healthy, reason = False, f"last success {age:.0f}s ago (limit {max_age_seconds:.0f}s)"
+    elif not lists:
+        reason = "no sync has run yet"
+    elif stale:
+        worst = stale[0]
+        reason = (
+            f"{worst['resource']} of partner {worst['partner_id']}: "
+            + (
+                f"last success {worst['age_seconds']:.0f}s ago (limit {max_age_seconds:.0f}s)"
+                if worst["age_seconds"] is not None
+                else "no successful sync yet"
+            )
+            + (f" (and {len(stale) - 1} more)" if len(stale) > 1 else "")
+        )
     else:
-        healthy, reason = True, "ok"
+        reason = "ok"
     return report | {
-        "healthy": healthy,
+        "healthy": not paused and bool(lists) and not stale,
         "reason": reason,
-        "last_success_at": last.isoformat() if last else None,
-        "last_success_age_seconds": round(age, 1) if age is not None else None,
+        "lists": lists,
         "running": running,
         "paused_accounts": [
             {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
             for row in paused
         ],
-        "tables": {
-            table.name: {"live": live, "deleted": deleted},
-            audit.name: {"rows": audit_rows},
-        },
         "runs": [
-            {
-                **{k: v for k, v in run.items() if not isinstance(v, datetime)},
-                **{k: v.isoformat() for k, v in run.items() if isinstance(v, datetime)},
-            }
-            for run in runs
+            {k: v.isoformat() if isinstance(v, datetime) else v for k, v in run.items()}
+            for run in store.recent_runs(engine, limit)
         ],
     }
 
@@ -106,19 +158,26 @@ def render_text(report: dict[str, Any]) -> str:
             f"{pause['refusals']} refused password grant(s) ({pause['error']}), "
             f"next attempt at {pause['next_attempt_at']}"
         )
-    for name, counts in report.get("tables", {}).items():
-        lines.append(f"{name}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    if report.get("lists"):
+        lines += ["", f"{'partner':10}  {'list':14}  {'rows':>7}  {'age':>8}  last success (UTC)"]
+        for entry in report["lists"]:
+            age = f"{entry['age_seconds']:.0f}s" if entry["age_seconds"] is not None else "never"
+            lines.append(
+                f"{entry['partner_id'][:10]:10}  {entry['resource']:14}  {entry['rows']:>7}  "
+                f"{age:>8}  {(entry['last_success_at'] or '-')[:19]}"
+                + ("" if entry["healthy"] else "  STALE")
+            )
     if report.get("runs"):
         lines.append("")
         lines.append(
-            f"{'run':>6}  {'started (UTC)':19}  {'status':8}  {'partner':10}  "
+            f"{'run':>6}  {'started (UTC)':19}  {'list':14}  {'status':11}  {'partner':10}  "
             f"{'fetch':>6} {'ins':>5} {'upd':>5} {'del':>5} {'res':>5}  error"
         )
         for run in report["runs"]:
             lines.append(
-                f"{run['id']:>6}  {run['started_at'][:19]:19}  {run['status']:8}  "
-                f"{run['partner_id'][:10]:10}  {run['fetched']:>6} {run['inserted']:>5} "
-                f"{run['updated']:>5} {run['deleted']:>5} {run['restored']:>5}  "
-                f"{(run['error'] or '')[:80]}"
+                f"{run['id']:>6}  {run['started_at'][:19]:19}  {run['resource'][:14]:14}  "
+                f"{run['status']:11}  {run['partner_id'][:10]:10}  {run['fetched']:>6} "
+                f"{run['inserted']:>5} {run['updated']:>5} {run['deleted']:>5} "
+                f"{run['restored']:>5}  {(run['error'] or '')[:80]}"
             )
     return "\n".join(lines)

@@ -262,7 +262,7 @@ class OpenSockets:
         return len(sockets)
 
 
-def _tracking_adapter(sockets: OpenSockets) -> HTTPAdapter:
+def _tracking_adapter(sockets: OpenSockets, pool_size: int) -> HTTPAdapter:
     """An HTTPAdapter whose connections report their sockets to `sockets`."""
 
     class Tracked:
@@ -303,19 +303,21 @@ def _tracking_adapter(sockets: OpenSockets) -> HTTPAdapter:
                 manager.pool_classes_by_scheme = pools
             return manager
 
-    return Adapter()
+    # A connection per concurrent request, kept for the next cycle.
+    return Adapter(pool_connections=2, pool_maxsize=max(pool_size, 10))
 
 
-def new_session(sockets: OpenSockets | None = None) -> requests.Session:
+def new_session(sockets: OpenSockets | None = None, *, pool_size: int = 10) -> requests.Session:
     """A Session with TLS verification on (never switched off) and the User-Agent set.
 
-    With `sockets`, every connection's socket is tracked there (see OpenSockets.abort).
+    With `sockets`, every connection's socket is tracked there (see OpenSockets.abort);
+    `pool_size` connections per host are kept open (SYNC_HTTP_CONCURRENCY).
     """
     session = requests.Session()
     session.verify = True
     session.headers["User-Agent"] = USER_AGENT
     if sockets is not None:
-        adapter = _tracking_adapter(sockets)
+        adapter = _tracking_adapter(sockets, pool_size)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
     return session

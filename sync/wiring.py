@@ -42,7 +42,7 @@ def build_client(
     """
     sockets = OpenSockets()
     transport = Transport(
-        new_session(sockets),
+        new_session(sockets, pool_size=settings.http_concurrency),
         sleep=sleep,
         policy=RetryPolicy(retries=settings.http_retries),
         timeout_seconds=settings.http_timeout_seconds,
@@ -84,4 +84,6 @@ def cycle_options(settings: Settings) -> CycleOptions:
         lock_wait_seconds=settings.lock_wait_seconds,
         full_compare_seconds=settings.full_compare_seconds,
         run_retention_days=settings.run_retention_days,
+        http_concurrency=settings.http_concurrency,
+        keep_personal_data=settings.keep_personal_data,
     )

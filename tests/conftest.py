@@ -212,6 +212,8 @@ def sync_env(emulator: Emulator) -> Callable[..., dict[str, str]]:
             SYNC_ENV_FILE="",
             SYNC_SECRETS_DIR=os.environ["SYNC_SECRETS_DIR"],
             SYNC_HTTP_RETRIES="2",
+            # The platform list only, unless a test asks for more lists.
+            SYNC_RESOURCES="platforms",
             PYTHONUNBUFFERED="1",
         )
         env.update(extra)

@@ -11,6 +11,7 @@ from sync.store.auth_state import (
 from sync.store.engine import create_engine, describe_db_error, translate_errors
 from sync.store.locks import named_lock
 from sync.store.runs import (
+    active_site_ids,
     fail_abandoned_runs,
     finish_run_now,
     last_success,
@@ -24,6 +25,7 @@ from sync.store.schema_version import current_revision
 from sync.store.snapshot import apply_snapshot
 
 __all__ = [
+    "active_site_ids",
     "apply_snapshot",
     "create_engine",
     "current_revision",

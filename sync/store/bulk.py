@@ -1,16 +1,19 @@
-"""Dialect-native bulk reads and writes for one cycle, on the caller's connection and transaction.
+"""Bulk reads and writes of one list for one cycle, on the caller's connection and transaction.
 
-COPY on PostgreSQL for new rows and audit rows; executemany of a native upsert elsewhere
-(sqlite3 loops in C, PyMySQL folds a batch into one multi-row INSERT). Values go to the driver
-as plain tuples with the JSON already canonical text, so no per-row work is done twice.
+Everything goes through SQLAlchemy's Connection (exec_driver_sql), so its events fire as for any
+statement (statement counters, tracing instrumentations). Values go to the driver as plain
+tuples with the JSON already canonical text; writes are executemany of a native upsert
+(sqlite3 loops in C, PyMySQL folds a batch into one multi-row INSERT, psycopg pipelines it);
+bulk reads iterate the driver's cursor, since at 100,000 rows a Row object per row costs more
+than the query.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from datetime import datetime
 from itertools import islice
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -19,6 +22,7 @@ from sync.models import Record
 from sync.pause_points import pause_point
 from sync.reconcile import Stored
 from sync.resources import Resource
+from sync.schema import UTCDateTime
 
 # Rows per statement (and per IN-list): far below every dialect's parameter limit.
 BATCH_SIZE = 1000
@@ -31,197 +35,197 @@ def batched(items: Iterable[T], size: int = BATCH_SIZE) -> Iterator[list[T]]:
         yield chunk
 
 
-def _placeholder(conn: Connection) -> str:
-    return "?" if conn.dialect.name == "sqlite" else "%s"
+class ListSql:
+    """SQL text for one list on one connection: quoted names, placeholders, JSON casts, and the
+    one UTC formatter (sync.schema.UTCDateTime's own, so raw and ORM writes store the same)."""
+
+    def __init__(self, conn: Connection, resource: Resource) -> None:
+        dialect = conn.dialect
+        quote = dialect.identifier_preparer.quote
+        self.conn, self.resource, self.quote = conn, resource, quote
+        self.dialect = dialect.name
+        self.mark = "?" if self.dialect == "sqlite" else "%s"
+        # PostgreSQL takes JSON as text and casts it to jsonb; the others store the text.
+        self.json_mark = "CAST(%s AS jsonb)" if self.dialect == "postgresql" else self.mark
+        self.table, self.audit = quote(resource.table.name), quote(resource.audit.name)
+        self.scope = ["site_id"] if resource.site_scoped else []
+        self.key_columns = ["partner_id", *self.scope, "id"]
+        stamp = UTCDateTime().bind_processor(dialect)
+        self.stamp: Callable[[datetime | None], Any] = stamp or (lambda value: value)
+        self.time_columns = [c.kind == "time" for c in resource.columns]
+
+    def names(self, columns: Sequence[str]) -> str:
+        return ", ".join(self.quote(c) for c in columns)
+
+    def marks(self, count: int) -> str:
+        return ", ".join([self.mark] * count)
+
+    def where_idents(self, count: int) -> str:
+        """`id IN (…)`, or `(site_id, id) IN ((…), …)` for a per-site list."""
+        if not self.scope:
+            return f"id IN ({self.marks(count)})"
+        pairs = ", ".join([f"({self.mark}, {self.mark})"] * count)
+        return f"(site_id, id) IN ({pairs})"
+
+    def typed(self, record: Record) -> list[Any]:
+        return [
+            self.stamp(value) if is_time else value
+            for value, is_time in zip(record.typed, self.time_columns, strict=True)
+        ]
 
 
-def _timestamp(conn: Connection, when: datetime) -> Any:
-    """`when` as each driver stores our UTCDateTime columns (see sync.schema.UTCDateTime)."""
-    if conn.dialect.name == "postgresql":
-        return when
-    # SQLite and MariaDB keep UTC wall time; SQLAlchemy's SQLite format is this one.
-    return when.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+def _flat(idents: Sequence[Hashable]) -> list[Any]:
+    """Idents as statement parameters: ids, or site and id after each other."""
+    flat: list[Any] = []
+    for ident in idents:
+        flat.extend(ident if isinstance(ident, tuple) else (ident,))
+    return flat
 
 
-class _DriverCursor:
-    """A DBAPI cursor on the connection's own transaction, yielded with the statement to run.
-
-    For COPY and for bulk reads, which bypass SQLAlchemy's execute(): this fires the engine's
-    before_cursor_execute event itself (statement counters and test hooks keep working) and
-    wraps driver errors as SQLAlchemy does.
-    """
-
-    def __init__(self, conn: Connection, statement: str) -> None:
-        self._conn = conn
-        self.statement = statement
-        self._dbapi = conn.dialect.loaded_dbapi
-
-    def __enter__(self) -> Any:
-        self._cursor = self._conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        # SQLAlchemy wraps every listener to return (statement, parameters), as its own
-        # execute() expects; a listener may rewrite the statement.
-        for listener in self._conn.dispatch.before_cursor_execute:
-            rewritten = listener(self._conn, self._cursor, self.statement, (), None, True)
-            if isinstance(rewritten, tuple):
-                self.statement = rewritten[0]
-        return self._cursor, self.statement
-
-    def __exit__(self, kind: Any, error: BaseException | None, _tb: Any) -> None:
-        self._cursor.close()
-        if isinstance(error, self._dbapi.Error):
-            raise sa.exc.DBAPIError.instance(
-                self.statement, None, error, self._dbapi.Error, dialect=self._conn.dialect
-            ) from error
+def _cursor_rows(conn: Connection, statement: str, parameters: Sequence[Any]) -> Iterator[Any]:
+    result = conn.exec_driver_sql(statement, tuple(parameters))
+    try:
+        yield from cast(Iterable[Any], result.cursor)  # the driver's tuples, no Row objects
+    finally:
+        result.close()
 
 
-def read_stored(conn: Connection, resource: Resource, partner_id: str) -> Stored:
-    """Live rows' id → content hash, and the soft-deleted ids, of one partner.
+def _site_filters(sql: ListSql, sites: Sequence[int] | None) -> Iterator[tuple[str, list[Any]]]:
+    """The WHERE tail and parameters for all of a partner's rows, or those of `sites`."""
+    if sites is None:
+        yield "", []
+        return
+    for chunk in batched(sites):
+        yield f" AND site_id IN ({sql.marks(len(chunk))})", list(chunk)
 
-    Read with the driver's own fetchall into a dict: at 100,000 rows a Row object (or any
-    object) per row costs more than the query.
-    """
-    table, mark = resource.table.name, _placeholder(conn)
-    where = f"FROM {table} WHERE partner_id = {mark} AND deleted_at IS"
-    with _DriverCursor(conn, f"SELECT id, raw_hash {where} NULL") as (cursor, sql):
-        cursor.execute(sql, (partner_id,))
-        live: dict[int, str] = dict(cursor)  # streamed: no list of 100,000 tuples first
-    with _DriverCursor(conn, f"SELECT id {where} NOT NULL") as (cursor, sql):
-        cursor.execute(sql, (partner_id,))
-        deleted = {key for (key,) in cursor}
+
+def read_stored(
+    conn: Connection, resource: Resource, partner_id: str, sites: Sequence[int] | None = None
+) -> Stored:
+    """Each row's content hash and whether it is live, of one partner (and of `sites`)."""
+    sql = ListSql(conn, resource)
+    live: dict[Hashable, str] = {}
+    deleted: set[Hashable] = set()
+    columns = sql.names([*sql.scope, "id", "raw_hash"])
+    for where, parameters in _site_filters(sql, sites):
+        statement = (
+            f"SELECT {columns}, deleted_at IS NULL FROM {sql.table} "
+            f"WHERE partner_id = {sql.mark}{where}"
+        )
+        rows = _cursor_rows(conn, statement, [partner_id, *parameters])
+        if sql.scope:
+            for site, key, digest, alive in rows:
+                if alive:
+                    live[(site, key)] = digest
+                else:
+                    deleted.add((site, key))
+        else:
+            for key, digest, alive in rows:
+                if alive:
+                    live[key] = digest
+                else:
+                    deleted.add(key)
     return Stored(live, deleted)
 
 
 def read_live_contents(
-    conn: Connection, resource: Resource, partner_id: str
-) -> dict[int, tuple[Any, tuple[Any, ...]]]:
-    """Live rows' id → (raw as decoded JSON, typed column values), through SQLAlchemy's types.
-
-    For a full compare only: it reads every document, where a cycle normally reads hashes.
-    """
+    conn: Connection, resource: Resource, partner_id: str, sites: Sequence[int] | None = None
+) -> dict[Hashable, tuple[Any, tuple[Any, ...]]]:
+    """Live rows' ident → (raw as decoded JSON, typed column values), through SQLAlchemy's
+    types. For a full compare only: it reads every document, where a cycle reads hashes."""
     table = resource.table
-    columns = [table.c[name] for name in resource.typed_columns]
-    rows = conn.execute(
-        sa.select(table.c.id, table.c.raw, *columns).where(
-            table.c.partner_id == partner_id, table.c.deleted_at.is_(None)
-        )
+    scope = [table.c.site_id] if resource.site_scoped else []
+    typed = [table.c[name] for name in resource.typed_columns]
+    contents: dict[Hashable, tuple[Any, tuple[Any, ...]]] = {}
+    base = sa.select(*scope, table.c.id, table.c.raw, *typed).where(
+        table.c.partner_id == partner_id, table.c.deleted_at.is_(None)
     )
-    return {row[0]: (row[1], tuple(row[2:])) for row in rows}
+    chunks: Iterable[list[int] | None] = [None] if sites is None else batched(sites)
+    for chunk in chunks:
+        statement = base if chunk is None else base.where(table.c.site_id.in_(chunk))
+        for row in conn.execute(statement):
+            if scope:
+                contents[(row[0], row[1])] = (row[2], tuple(row[3:]))
+            else:
+                contents[row[0]] = (row[1], tuple(row[2:]))
+    return contents
 
 
 def read_documents(
-    conn: Connection, resource: Resource, partner_id: str, keys: Sequence[int]
-) -> dict[int, str]:
-    """id → stored JSON text of the rows about to change (the audit's old_values)."""
-    table = resource.table.name
-    raw = "raw::text" if conn.dialect.name == "postgresql" else "raw"
-    mark = _placeholder(conn)
-    documents: dict[int, str] = {}
-    for chunk in batched(keys):
-        rows = conn.exec_driver_sql(
-            f"SELECT id, {raw} FROM {table} WHERE partner_id = {mark} "
-            f"AND id IN ({', '.join([mark] * len(chunk))})",
-            (partner_id, *chunk),
-        ).fetchall()
-        for key, text in rows:
+    conn: Connection, resource: Resource, partner_id: str, idents: Sequence[Hashable]
+) -> dict[Hashable, str]:
+    """Ident → stored JSON text of the rows about to change (the audit's old_values)."""
+    sql = ListSql(conn, resource)
+    raw = "raw::text" if sql.dialect == "postgresql" else "raw"
+    documents: dict[Hashable, str] = {}
+    for chunk in batched(idents):
+        statement = (
+            f"SELECT {sql.names([*sql.scope, 'id'])}, {raw} FROM {sql.table} "
+            f"WHERE partner_id = {sql.mark} AND {sql.where_idents(len(chunk))}"
+        )
+        for *ident, text in _cursor_rows(conn, statement, [partner_id, *_flat(chunk)]):
+            key = tuple(ident) if sql.scope else ident[0]
             documents[key] = text if isinstance(text, str) else text.decode("utf-8")
     return documents
-
-
-def _row_columns(resource: Resource) -> list[str]:
-    return [
-        "partner_id", "id", *resource.typed_columns,
-        "raw", "raw_hash", "first_seen_at", "updated_at", "deleted_at",
-    ]  # fmt: skip
-
-
-def _rows(
-    resource: Resource, partner_id: str, records: Iterable[Record], stamp: Any
-) -> Iterator[tuple[Any, ...]]:
-    values = resource.typed_values
-    for record in records:
-        yield (
-            partner_id, record.key, *values(record),
-            record.text, record.digest, stamp, stamp, None,
-        )  # fmt: skip
-
-
-def insert_new(
-    conn: Connection, resource: Resource, partner_id: str, records: list[Record], now: datetime
-) -> None:
-    """Rows whose keys the table does not hold (the caller holds the partner lock)."""
-    if conn.dialect.name == "postgresql":
-        _copy(conn, resource.table.name, _row_columns(resource),
-              _rows(resource, partner_id, records, now))  # fmt: skip
-    else:
-        upsert(conn, resource, partner_id, records, now)
 
 
 def upsert(
     conn: Connection, resource: Resource, partner_id: str, records: list[Record], now: datetime
 ) -> None:
-    """INSERT … ON CONFLICT / ON DUPLICATE KEY UPDATE: changed or restored rows (or new ones)."""
-    columns = _row_columns(resource)
-    mutable = [c for c in columns if c not in ("partner_id", "id", "first_seen_at")]
-    mark = _placeholder(conn)
-    marks = [f"CAST({mark} AS jsonb)" if c == "raw" and conn.dialect.name == "postgresql"
-             else mark for c in columns]  # fmt: skip
-    sql = f"INSERT INTO {resource.table.name} ({', '.join(columns)}) VALUES ({', '.join(marks)})"
-    if conn.dialect.name in ("mysql", "mariadb"):
-        sql += " ON DUPLICATE KEY UPDATE " + ", ".join(f"{c} = VALUES({c})" for c in mutable)
-    else:
-        sql += " ON CONFLICT (partner_id, id) DO UPDATE SET " + ", ".join(
-            f"{c} = excluded.{c}" for c in mutable
+    """INSERT … ON CONFLICT / ON DUPLICATE KEY UPDATE: new, changed or restored rows."""
+    sql = ListSql(conn, resource)
+    columns = [*sql.key_columns, *resource.typed_columns, "raw", "raw_hash", "first_seen_at",
+               "updated_at", "deleted_at"]  # fmt: skip
+    mutable = [c for c in columns if c not in (*sql.key_columns, "first_seen_at")]
+    marks = [sql.json_mark if c == "raw" else sql.mark for c in columns]
+    statement = f"INSERT INTO {sql.table} ({sql.names(columns)}) VALUES ({', '.join(marks)})"
+    if sql.dialect in ("mysql", "mariadb"):
+        statement += " ON DUPLICATE KEY UPDATE " + ", ".join(
+            f"{sql.quote(c)} = VALUES({sql.quote(c)})" for c in mutable
         )
-    rows = _rows(resource, partner_id, records, _timestamp(conn, now))
+    else:
+        statement += f" ON CONFLICT ({sql.names(sql.key_columns)}) DO UPDATE SET " + ", ".join(
+            f"{sql.quote(c)} = excluded.{sql.quote(c)}" for c in mutable
+        )
+    stamp = sql.stamp(now)
+    rows = (
+        (partner_id, *((r.site_id,) if sql.scope else ()), r.key, *sql.typed(r),
+         r.text, r.digest, stamp, stamp, None)
+        for r in records
+    )  # fmt: skip
     for chunk in batched(rows):
-        conn.exec_driver_sql(sql, chunk)
+        conn.exec_driver_sql(statement, chunk)
         pause_point("after_first_batch")
 
 
 def soft_delete(
-    conn: Connection, resource: Resource, partner_id: str, keys: list[int], now: datetime
+    conn: Connection,
+    resource: Resource,
+    partner_id: str,
+    idents: Sequence[Hashable],
+    now: datetime,
 ) -> None:
-    table = resource.table
-    statement = (
-        sa.update(table)
-        .where(
-            table.c.partner_id == partner_id,
-            table.c.id.in_(sa.bindparam("keys", expanding=True)),
+    sql = ListSql(conn, resource)
+    stamp = sql.stamp(now)
+    for chunk in batched(idents):
+        conn.exec_driver_sql(
+            f"UPDATE {sql.table} SET deleted_at = {sql.mark}, updated_at = {sql.mark} "
+            f"WHERE partner_id = {sql.mark} AND {sql.where_idents(len(chunk))}",
+            (stamp, stamp, partner_id, *_flat(chunk)),
         )
-        .values(deleted_at=now, updated_at=now)
-    )
-    for chunk in batched(keys):
-        conn.execute(statement, {"keys": chunk})
 
 
-AUDIT_COLUMNS = ("run_id", "partner_id", "action", "old_values", "new_values", "changed_at")
-
-
-def insert_audit(conn: Connection, resource: Resource, rows: Iterable[tuple[Any, ...]]) -> None:
-    """Audit rows as (run_id, partner_id, action, old JSON text, new JSON text, changed_at, key)."""
-    columns = [*AUDIT_COLUMNS, resource.audit_key]
-    if conn.dialect.name == "postgresql":
-        _copy(conn, resource.audit.name, columns, rows)
-        return
-    mark = _placeholder(conn)
-    sql = (
-        f"INSERT INTO {resource.audit.name} ({', '.join(columns)}) "
-        f"VALUES ({', '.join([mark] * len(columns))})"
-    )
-    for chunk in batched(rows):
-        conn.exec_driver_sql(sql, chunk)
-
-
-def _copy(
-    conn: Connection, table: str, columns: list[str], rows: Iterable[tuple[Any, ...]]
+def insert_audit(
+    conn: Connection, resource: Resource, rows: Iterable[tuple[Any, ...]], now: datetime
 ) -> None:
-    """PostgreSQL COPY FROM STDIN: one statement for any number of rows."""
-    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
-    with _DriverCursor(conn, statement) as (cursor, sql), cursor.copy(sql) as copy:
-        for row in rows:
-            copy.write_row(row)
-    pause_point("after_first_batch")
-
-
-def audit_timestamp(conn: Connection, now: datetime) -> Any:
-    return _timestamp(conn, now)
+    """Audit rows as (run_id, partner_id, [site_id,] key, action, old JSON text, new JSON text,
+    changed_fields JSON text); changed_at is `now`."""
+    sql = ListSql(conn, resource)
+    columns = ["run_id", "partner_id", *sql.scope, resource.audit_key, "action",
+               "old_values", "new_values", "changed_fields", "changed_at"]  # fmt: skip
+    json_columns = ("old_values", "new_values", "changed_fields")
+    marks = [sql.json_mark if c in json_columns else sql.mark for c in columns]
+    statement = f"INSERT INTO {sql.audit} ({sql.names(columns)}) VALUES ({', '.join(marks)})"
+    stamp = sql.stamp(now)
+    for chunk in batched((*row, stamp) for row in rows):
+        conn.exec_driver_sql(statement, chunk)

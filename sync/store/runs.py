@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from sync.resources import ACTIVE_SITE_STATUSES
 from sync.schema import ERROR_TEXT_LENGTH, sync_runs
 from sync.store.engine import translate_errors
 
@@ -110,7 +111,13 @@ def fail_abandoned_runs(engine: Engine, *, resource: str, partner_id: str, now: 
 
 
 def unchanged_snapshot(
-    engine: Engine, table: sa.Table, *, resource: str, partner_id: str, snapshot_hash: str
+    engine: Engine,
+    table: sa.Table,
+    *,
+    resource: str,
+    partner_id: str,
+    snapshot_hash: str,
+    sites: Sequence[int] | None = None,
 ) -> int | None:
     """The row count if the last success applied a body with this hash and the table still
     holds that many live rows; None when the cycle must compare row by row.
@@ -131,11 +138,11 @@ def unchanged_snapshot(
         ).first()
         if last is None or last.snapshot_hash != snapshot_hash:
             return None
-        live = conn.execute(
-            sa.select(sa.func.count()).where(
-                table.c.partner_id == partner_id, table.c.deleted_at.is_(None)
-            )
-        ).scalar_one()
+        where = [table.c.partner_id == partner_id, table.c.deleted_at.is_(None)]
+        if sites is not None:
+            # Rows of sites no longer fetched are kept as they were, and not counted.
+            where.append(table.c.site_id.in_(sites) if sites else sa.false())
+        live = conn.execute(sa.select(sa.func.count()).where(*where)).scalar_one()
     return int(live) if live == last.fetched else None
 
 
@@ -202,3 +209,27 @@ def _clip(error: str | None) -> str | None:
     if error is None:
         return None
     return error if len(error) <= ERROR_TEXT_LENGTH else error[: ERROR_TEXT_LENGTH - 1] + "…"
+
+
+def active_site_ids(engine: Engine, partner_id: str) -> list[int]:
+    """The partner's live sites whose per-site lists are fetched (Open or Suspended)."""
+    sites = sa.table(
+        "sites",
+        sa.column("partner_id"),
+        sa.column("id"),
+        sa.column("status"),
+        sa.column("deleted_at"),
+    )
+    with translate_errors("reading sites"), engine.connect() as conn:
+        return [
+            int(site)
+            for site in conn.execute(
+                sa.select(sites.c.id)
+                .where(
+                    sites.c.partner_id == partner_id,
+                    sites.c.deleted_at.is_(None),
+                    sites.c.status.in_(ACTIVE_SITE_STATUSES),
+                )
+                .order_by(sites.c.id)
+            ).scalars()
+        ]

@@ -1,18 +1,22 @@
-"""Apply a fetched snapshot to a resource's table: read, diff, write, audit in one transaction."""
+"""Apply a fetched snapshot to a list's table: fence, read, diff, write and audit in one
+transaction."""
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from sync.models import Record, canonical_json
+from sync.parsing import typed_values
 from sync.pause_points import pause_point
-from sync.reconcile import Plan, check_delete_fraction, plan_changes
+from sync.reconcile import Plan, changed_fields, check_delete_fraction, plan_changes
 from sync.resources import Resource
 from sync.schema import sync_state
 from sync.store import bulk
@@ -37,12 +41,17 @@ def apply_snapshot(
     max_delete_fraction: float,
     snapshot_hash: str | None = None,
     full_compare: bool = False,
+    sites: Sequence[int] | None = None,
+    status: str = "success",
+    error: str | None = None,
 ) -> Plan:
-    """Bring `resource.table` in line with `records`, audit each change, close the run as success.
+    """Bring the list's table in line with `records`, audit each change, close the run.
 
     All of it commits together or not at all. A cycle with no change writes only the run row.
-    A `full_compare` also reads every live document and rewrites rows whose content no longer
-    matches their hash (edited by hand, restored from a backup, written by an older version).
+    For a per-site list, only the rows of `sites` (those fetched) are compared; the others stay
+    as they are. A `full_compare` also reads every live document and rewrites rows whose
+    content no longer matches their hash (edited by hand, restored from a backup, written by an
+    older version). The run is closed as `status` (success, or partial with `error`).
 
     Raises:
         SafetyLimitError: too many deletes; nothing written.
@@ -52,21 +61,25 @@ def apply_snapshot(
         conn = conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
         with conn.begin():
             take_fence(conn, resource.name, partner_id, now=now)
-            stored = bulk.read_stored(conn, resource, partner_id)
-            contents = bulk.read_live_contents(conn, resource, partner_id) if full_compare else {}
+            stored = bulk.read_stored(conn, resource, partner_id, sites)
+            contents = (
+                bulk.read_live_contents(conn, resource, partner_id, sites) if full_compare else {}
+            )
 
             def still_holds(record: Record) -> bool:
-                held = contents.get(record.key)
+                held = contents.get(record.ident)
                 # Compared as values: a database may respell a document (jsonb drops -0.0's
                 # sign, reorders keys) without changing what it says.
-                return held is not None and held == (record.raw, resource.typed_values(record))
+                return held is not None and held == (record.raw, record.typed)
 
             plan = plan_changes(stored, records, still_holds=still_holds if full_compare else None)
             check_delete_fraction(plan, max_delete_fraction)
             pause_point("after_plan")
             if plan.changed:
                 drifted = {
-                    r.key: contents[r.key] for r in plan.updates if stored.live[r.key] == r.digest
+                    r.ident: contents[r.ident]
+                    for r in plan.updates
+                    if stored.live[r.ident] == r.digest
                 }
                 if drifted:
                     log.warning(
@@ -79,11 +92,12 @@ def apply_snapshot(
             finish_run(
                 conn,
                 run_id,
-                status="success",
+                status=status,
                 now=now,
                 partner_id=partner_id,
                 counts=counts_of(plan, fetched=len(records)),
                 snapshot_hash=snapshot_hash,
+                error=error,
             )
     return plan
 
@@ -126,42 +140,19 @@ def _write(
     plan: Plan,
     run_id: int,
     now: datetime,
-    drifted: dict[int, tuple[Any, tuple[Any, ...]]],
+    drifted: dict[Hashable, tuple[Any, tuple[Any, ...]]],
 ) -> None:
-    touched = [r.key for r in plan.updates] + [r.key for r in plan.restores] + plan.deletes
+    touched = [r.ident for r in plan.updates] + [r.ident for r in plan.restores] + plan.deletes
     old = bulk.read_documents(conn, resource, partner_id, touched) if touched else {}
-    for key, (raw, typed) in drifted.items():
+    for ident, (raw, typed) in drifted.items():
         # What the row showed: its document, with any typed column edited apart from it.
-        old[key] = canonical_json(resource.shown(raw, typed))
-    if plan.inserts:
-        bulk.insert_new(conn, resource, partner_id, plan.inserts, now)
-    if plan.updates or plan.restores:
-        bulk.upsert(conn, resource, partner_id, [*plan.updates, *plan.restores], now)
+        old[ident] = canonical_json(_shown(resource, raw, typed))
+    changed = [*plan.inserts, *plan.updates, *plan.restores]
+    if changed:
+        bulk.upsert(conn, resource, partner_id, changed, now)
     if plan.deletes:
         bulk.soft_delete(conn, resource, partner_id, plan.deletes, now)
-
-    stamp = bulk.audit_timestamp(conn, now)
-
-    def audit_rows() -> Iterator[tuple[Any, ...]]:
-        # (run_id, partner_id, action, old_values, new_values, changed_at, record key)
-        for record in plan.inserts:
-            yield run_id, partner_id, "insert", None, record.text, stamp, record.key
-        for record in plan.updates:
-            yield run_id, partner_id, "update", old[record.key], record.text, stamp, record.key
-        for record in plan.restores:
-            yield (
-                run_id,
-                partner_id,
-                "restore",
-                old[record.key],
-                record.text,
-                stamp,
-                record.key,
-            )
-        for key in plan.deletes:
-            yield run_id, partner_id, "delete", old[key], None, stamp, key
-
-    bulk.insert_audit(conn, resource, audit_rows())
+    bulk.insert_audit(conn, resource, _audit_rows(resource, partner_id, plan, run_id, old), now)
     conn.execute(
         sa.update(sync_state)
         .where(sync_state.c.resource == resource.name, sync_state.c.partner_id == partner_id)
@@ -176,3 +167,37 @@ def _write(
         len(plan.restores),
         plan.unchanged,
     )
+
+
+def _audit_rows(
+    resource: Resource, partner_id: str, plan: Plan, run_id: int, old: dict[Hashable, str]
+) -> Iterator[tuple[Any, ...]]:
+    """(run_id, partner_id, [site_id,] key, action, old, new, changed_fields) per change."""
+    site_scoped = resource.site_scoped
+
+    def row(ident: Hashable, action: str, before: str | None, after: str | None,
+            fields: str) -> tuple[Any, ...]:  # fmt: skip
+        where = ident if site_scoped else (ident,)
+        assert isinstance(where, tuple)
+        return (run_id, partner_id, *where, action, before, after, fields)
+
+    for record in plan.inserts:
+        yield row(record.ident, "insert", None, record.text, record.fields.decode())
+    for action, records in (("update", plan.updates), ("restore", plan.restores)):
+        for record in records:
+            before = old[record.ident]
+            fields = changed_fields(json.loads(before), record.raw)
+            yield row(record.ident, action, before, record.text, orjson.dumps(fields).decode())
+    for ident in plan.deletes:
+        before = old[ident]
+        yield row(ident, "delete", before, None, orjson.dumps(sorted(json.loads(before))).decode())
+
+
+def _shown(resource: Resource, raw: dict[str, Any], typed: tuple[Any, ...]) -> dict[str, Any]:
+    """A row as a dashboard saw it: `raw`, with typed columns that disagree laid over it."""
+    shown = dict(raw)
+    derived = typed_values(raw, resource) or (None,) * len(typed)
+    for field, value, expected in zip(resource.typed_fields, typed, derived, strict=True):
+        if value != expected:
+            shown[field] = value.isoformat() if isinstance(value, datetime) else value
+    return shown

@@ -495,21 +495,19 @@ def test_cycle_blocked_by_another_writer_fails_with_75_after_the_lock_wait(
 
 
 @pytest.fixture
-def parse_calls() -> Iterator[list[int]]:
-    """Counts how often the platform list is parsed (the slow part a repeat answer skips)."""
+def parse_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Counts how often a list body is parsed (the slow part a repeat answer skips)."""
+    import sync.job.fetch
+
     calls: list[int] = []
-    original = PLATFORMS.parse
+    original = sync.job.fetch.parse_list
 
-    def counting_parse(body: bytes) -> list[Any]:
+    def counting_parse(body: bytes, **kwargs: Any) -> list[Any]:
         calls.append(len(body))
-        return original(body)
+        return original(body, **kwargs)
 
-    # The declaration is frozen (it is shared); swap its parser for this test only.
-    object.__setattr__(PLATFORMS, "parse", counting_parse)
-    try:
-        yield calls
-    finally:
-        object.__setattr__(PLATFORMS, "parse", original)
+    monkeypatch.setattr(sync.job.fetch, "parse_list", counting_parse)
+    yield calls
 
 
 def test_a_byte_identical_answer_is_recorded_unchanged_without_parsing(
@@ -706,3 +704,23 @@ def test_a_process_prunes_at_most_hourly_and_zero_days_keeps_everything(
     clock.advance(1)
     cycle()
     assert again not in {r["id"] for r in runs(engine)}
+
+
+def test_a_failure_after_the_commit_never_rewrites_the_committed_success(
+    cycle: Callable[..., RunResult], engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever goes wrong once the run is committed (a signal, a bug), the run stays a
+    success: failures only close runs that are still 'running'."""
+    import sync.job.cycle
+
+    def break_after(point: str) -> None:
+        if point == "after_commit":
+            raise RuntimeError("something went wrong after the commit")
+
+    monkeypatch.setattr(sync.job.cycle, "pause_point", break_after)
+
+    with pytest.raises(RuntimeError):
+        cycle()
+
+    (run,) = runs(engine)
+    assert (run["status"], run["error"], run["inserted"]) == ("success", None, 3)

@@ -18,9 +18,9 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from sync import store
-from sync.models import parse_platform_list
 from sync.resources import PLATFORMS
 from sync.store.snapshot import BATCH_SIZE
+from tests.records import parse_platform_list
 
 pytestmark = pytest.mark.db
 

@@ -19,10 +19,11 @@ from sqlalchemy.engine import Engine
 
 from sync import store
 from sync.errors import SafetyLimitError, StoreError
-from sync.models import Record, parse_platform_list
+from sync.models import Record
 from sync.resources import PLATFORMS
 from sync.schema import platform_audit, platforms, sync_state
 from sync.store.snapshot import BATCH_SIZE
+from tests.records import parse_platform_list
 
 from .tables import contents, runs, synced_tables
 

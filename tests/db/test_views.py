@@ -16,12 +16,12 @@ from sync import store
 from sync.emulator import DEFAULT_PARTNER_ID, Emulator
 from sync.job import CycleOptions, RunResult, run_once
 from sync.migrate import upgrade
-from sync.models import parse_platform_list
 from sync.resources import PLATFORMS
 from sync.schema import SCHEMA_REVISION, UTCDateTime, json_type
 from sync.settings import Settings, load
 from sync.store import create_engine, current_revision
 from sync.wiring import build_client
+from tests.records import parse_platform_list
 
 pytestmark = pytest.mark.db
 

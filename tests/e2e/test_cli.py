@@ -253,7 +253,9 @@ def test_status_reports_runs_and_health(env: dict[str, str]) -> None:
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["healthy"] is True
-    assert report["tables"]["platforms"] == {"live": 3, "deleted": 0}
+    (platforms,) = report["lists"]
+    assert (platforms["resource"], platforms["partner_id"]) == ("platforms", "10000")
+    assert (platforms["rows"], platforms["deleted_rows"]) == (3, 0)
     assert report["runs"][0]["status"] == "success"
     text = sync(env, "status")
     assert text.returncode == 0 and "health: OK" in text.stdout

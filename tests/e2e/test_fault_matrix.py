@@ -144,7 +144,13 @@ MATRIX = [
         "text/plain",
     ),
     Row("object instead of array", fault("platforms", kind="object"), "failed", 65, "JSON array"),
-    Row("wrong types", fault("platforms", kind="wrong_types"), "failed", 65, "valid integer"),
+    Row(
+        "wrong types",
+        fault("platforms", kind="wrong_types"),
+        "failed",
+        65,
+        "expected a 64-bit integer",
+    ),
     Row("missing fields", fault("platforms", kind="missing_fields"), "failed", 65, "required"),
     Row("identical duplicate ids", fault("platforms", kind="duplicate_identical"), "success", 0),
     Row(

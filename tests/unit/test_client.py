@@ -8,8 +8,9 @@ import pytest
 
 from sync.client import PartnerClient
 from sync.errors import AuthError, PayloadError, RejectedError, RemoteError, UnavailableError
-from sync.models import Record, parse_platform_list
+from sync.models import Record
 from sync.retry import BACKOFF_BASE_SECONDS, Deadline
+from tests.records import parse_platform_list
 from tests.unit.fake_partner_api import (
     AUTH_URL,
     PASSWORD,
@@ -52,7 +53,7 @@ def test_platforms_are_fetched_with_the_bearer_token(
 
     records = fetch(make_client(), deadline)
 
-    assert [(r.key, r.name) for r in records] == [(1, "Web"), (2, "App")]
+    assert [(r.key, r.typed[0]) for r in records] == [(1, "Web"), (2, "App")]
     assert records[1].raw["beta"] is True
     (request,) = api.requests_to(PLATFORMS_URL)
     assert request.method == "GET"

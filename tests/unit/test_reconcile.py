@@ -7,8 +7,9 @@ import json
 import pytest
 
 from sync.errors import SafetyLimitError
-from sync.models import Record, parse_platform_list
+from sync.models import Record
 from sync.reconcile import Plan, StoredRow, check_delete_fraction, plan_changes
+from tests.records import parse_platform_list
 
 
 def records(*items: dict[str, object]) -> list[Record]:
@@ -52,7 +53,7 @@ def test_same_content_is_unchanged_and_not_a_change() -> None:
 def test_renamed_platform_is_an_update() -> None:
     plan = plan_changes({1: live({"id": 1, "name": "a"})}, records({"id": 1, "name": "b"}))
 
-    assert [(r.key, r.name) for r in plan.updates] == [(1, "b")]
+    assert [(r.key, r.typed[0]) for r in plan.updates] == [(1, "b")]
     assert plan.unchanged == 0
 
 
@@ -92,7 +93,7 @@ def test_deleted_row_that_reappears_is_a_restore_even_with_the_same_content() ->
 def test_deleted_row_that_reappears_renamed_is_a_restore_carrying_the_new_content() -> None:
     plan = plan_changes({1: deleted({"id": 1, "name": "a"})}, records({"id": 1, "name": "b"}))
 
-    assert [(r.key, r.name) for r in plan.restores] == [(1, "b")]
+    assert [(r.key, r.typed[0]) for r in plan.restores] == [(1, "b")]
     assert plan.updates == []
 
 

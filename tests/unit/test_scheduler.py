@@ -55,7 +55,7 @@ def test_a_malformed_cron_expression_is_a_config_error(
 
 
 def test_health_is_ok_after_start_then_stale_without_a_success(clock: FakeClock) -> None:
-    health = Health(60, clock=clock)
+    health = Health(60, clock=clock, resources=("platforms",))
     assert health.check()[0] is True
     clock.advance(61)
     healthy, body = health.check()
@@ -63,7 +63,7 @@ def test_health_is_ok_after_start_then_stale_without_a_success(clock: FakeClock)
 
 
 def test_health_follows_the_last_success_and_quotes_the_last_error(clock: FakeClock) -> None:
-    health = Health(60, clock=clock)
+    health = Health(60, clock=clock, resources=("platforms",))
     health.record(result("success"))
     clock.advance(50)
     health.record(result("failed"))
@@ -74,6 +74,19 @@ def test_health_follows_the_last_success_and_quotes_the_last_error(clock: FakeCl
     assert body["status"] == "stale" and "HTTP 503" in body["last_error"]
     health.record(result("success"))
     assert health.check()[0] is True
+
+
+def test_health_is_stale_when_any_list_is_and_names_it(clock: FakeClock) -> None:
+    health = Health(60, clock=clock, resources=("platforms", "sites"))
+    health.record(result("success"))
+    clock.advance(61)
+    health.record(result("success"))
+
+    healthy, body = health.check()
+
+    assert not healthy
+    assert body["stalest"]["resource"] == "sites"
+    assert "no successful sites cycle since start" in body["reason"]
 
 
 def test_metrics_count_cycles_rows_and_token_requests_by_delta() -> None:
@@ -116,4 +129,6 @@ def test_cycle_series_exist_at_zero_before_the_first_cycle() -> None:
         for s in families["comm100_sync_cycles"].samples
         if s.name.endswith("_total")
     }
-    assert statuses == {"success": 0.0, "failed": 0.0, "skipped": 0.0, "interrupted": 0.0}
+    assert statuses == dict.fromkeys(
+        ("success", "partial", "failed", "skipped", "interrupted"), 0.0
+    )
