@@ -5,15 +5,18 @@ Table and column names are a public interface: BI dashboards query them directly
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
+from sync.resources import REGISTRY, Resource
+
 # The Alembic revision this package's code expects. Comparing it with alembic_version lets
 # `once` skip loading Alembic when the schema is already current (tests keep it at head).
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 
 ACTIONS = ("insert", "update", "delete", "restore")
 # interrupted: cut short by a stop (SIGTERM) before it committed; partial: a per-site list
@@ -120,38 +123,80 @@ sync_runs = sa.Table(
     sa.Index(None, "resource", "status", "finished_at"),
 )
 
-platforms = sa.Table(
-    "platforms",
-    metadata,
-    sa.Column("partner_id", sa.String(PARTNER_ID_LENGTH), primary_key=True),
-    sa.Column("id", sa.BigInteger(), primary_key=True, autoincrement=False),
-    sa.Column("name", sa.Text(), nullable=False),
-    sa.Column("raw", json_type(), nullable=False),
-    # BLAKE2b-128 of the canonical JSON of `raw`: a cycle compares hashes, not documents.
-    sa.Column("raw_hash", sa.String(32), nullable=False),
-    sa.Column("first_seen_at", UTCDateTime(), nullable=False),
-    sa.Column("updated_at", UTCDateTime(), nullable=False),
-    sa.Column("deleted_at", UTCDateTime(), nullable=True),
-)
+# Text keys: guids (36 characters) and product names ("LiveChat"); room to spare.
+KEY_TEXT_LENGTH = 128
+# PostgreSQL cuts identifiers at 63 bytes, MariaDB refuses more than 64.
+MAX_IDENTIFIER_LENGTH = 63
+_KIND_TYPES: dict[str, Callable[[], sa.types.TypeEngine[Any]]] = {
+    "text": sa.Text,
+    "bool": sa.Boolean,
+    "int": sa.BigInteger,
+    "time": UTCDateTime,
+}
 
-platform_audit = sa.Table(
-    "platform_audit",
-    metadata,
-    sa.Column("id", id_type(), primary_key=True, autoincrement=True),
-    sa.Column("run_id", id_type(), sa.ForeignKey("sync_runs.id"), nullable=False),
-    sa.Column("partner_id", sa.String(PARTNER_ID_LENGTH), nullable=False),
-    sa.Column("platform_id", sa.BigInteger(), nullable=False),
-    sa.Column("action", sa.String(16), nullable=False),
-    sa.Column("old_values", json_type(), nullable=True),
-    sa.Column("new_values", json_type(), nullable=True),
-    sa.Column("changed_at", UTCDateTime(), nullable=False),
-    sa.CheckConstraint("action IN ('insert', 'update', 'delete', 'restore')", name="action"),
-    sa.Index(None, "partner_id", "platform_id", "changed_at"),
-    sa.Index(None, "run_id"),
-    sa.Index(None, "changed_at"),
-    # Dashboards: one partner's changes over a time range (migration 0002).
-    sa.Index(None, "partner_id", "changed_at"),
-)
+
+def _index(table: str, *columns: str) -> sa.Index:
+    """An index named by the convention, or, where that name is too long, by a shorter one."""
+    name = f"ix_{table}_{'_'.join(columns)}"
+    if len(name) > MAX_IDENTIFIER_LENGTH:
+        name = f"ix_{table}_{columns[-2]}_{columns[-1]}"[:MAX_IDENTIFIER_LENGTH]
+    return sa.Index(name, *columns)
+
+
+def _list_tables(resource: Resource) -> tuple[sa.Table, sa.Table]:
+    """The live table and the audit table of one list resource (see sync.resources)."""
+
+    def key_type() -> sa.types.TypeEngine[Any]:
+        return sa.BigInteger() if resource.key == "int" else sa.String(KEY_TEXT_LENGTH)
+
+    site = ["site_id"] if resource.site_scoped else []
+    live = sa.Table(
+        resource.name,
+        metadata,
+        sa.Column("partner_id", sa.String(PARTNER_ID_LENGTH), primary_key=True),
+        *(sa.Column("site_id", sa.BigInteger(), primary_key=True, autoincrement=False)
+          for _ in site),
+        sa.Column("id", key_type(), primary_key=True, autoincrement=False),
+        *(sa.Column(c.name, _KIND_TYPES[c.kind](), nullable=not c.required)
+          for c in resource.columns),
+        sa.Column("raw", json_type(), nullable=False),
+        # BLAKE2b-128 of the canonical JSON of `raw`: a cycle compares hashes, not documents.
+        sa.Column("raw_hash", sa.String(32), nullable=False),
+        sa.Column("first_seen_at", UTCDateTime(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+        sa.Column("deleted_at", UTCDateTime(), nullable=True),
+    )  # fmt: skip
+    name = f"{resource.singular}_audit"
+    audit = sa.Table(
+        name,
+        metadata,
+        sa.Column("id", id_type(), primary_key=True, autoincrement=True),
+        sa.Column("run_id", id_type(), sa.ForeignKey("sync_runs.id"), nullable=False),
+        sa.Column("partner_id", sa.String(PARTNER_ID_LENGTH), nullable=False),
+        *(sa.Column("site_id", sa.BigInteger(), nullable=False) for _ in site),
+        sa.Column(resource.audit_key, key_type(), nullable=False),
+        sa.Column("action", sa.String(16), nullable=False),
+        sa.Column("old_values", json_type(), nullable=True),
+        sa.Column("new_values", json_type(), nullable=True),
+        # The top-level keys present on one side only or whose values differ (all on insert
+        # and delete), as stored: dashboards filter churn such as a plan's re-signed icon.
+        sa.Column("changed_fields", json_type(), nullable=False),
+        sa.Column("changed_at", UTCDateTime(), nullable=False),
+        sa.CheckConstraint("action IN ('insert', 'update', 'delete', 'restore')", name="action"),
+        _index(name, "partner_id", *site, resource.audit_key, "changed_at"),
+        _index(name, "run_id"),
+        _index(name, "changed_at"),
+        # Dashboards: one partner's changes over a time range.
+        _index(name, "partner_id", "changed_at"),
+    )
+    return live, audit
+
+
+LIST_TABLES: dict[str, tuple[sa.Table, sa.Table]] = {
+    resource.name: _list_tables(resource) for resource in REGISTRY.values()
+}
+platforms, platform_audit = LIST_TABLES["platforms"]
+
 
 # One row per login (client id + email) that has asked for a token. A refused password grant
 # pauses the login's refused credential set, identified by a salted scrypt hash of client id,
