@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from sync.resources import REGISTRY, Resource
 from sync.schema import UTCDateTime, json_type, sync_runs
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.db
 
@@ -458,3 +459,236 @@ def test_open_site_versions_are_exactly_sites_current(
 
     assert {key(row, "id") for row in live} == {key(row, "site_id") for row in open_versions}
     assert len(live) == 3
+
+
+# --------------------------------------------------------------------------- docs/bi.md's queries
+
+BI_DOC = REPO / "docs" / "bi.md"
+# docs/bi.md's example queries for PostgreSQL, verbatim (1 to 3 are tests/db/test_views.py's).
+SITE_CHURN = """\
+WITH versions AS (
+    SELECT partner_id, site_id, status, valid_from, valid_to, started_by, ended_by,
+           LAG(status) OVER (PARTITION BY partner_id, site_id
+                             ORDER BY valid_from, audit_id) AS previous_status
+    FROM site_history
+),
+events AS (
+    SELECT partner_id, valid_from AS changed_at, 'added' AS event
+    FROM versions WHERE started_by IN ('insert', 'restore')
+    UNION ALL
+    -- A status change; a site first seen suspended counts as added only.
+    SELECT partner_id, valid_from, lower(status)
+    FROM versions WHERE status IN ('Suspended', 'Closed') AND previous_status <> status
+    UNION ALL
+    SELECT partner_id, valid_to, 'removed'
+    FROM versions WHERE ended_by = 'delete'
+)
+SELECT partner_id, to_char(changed_at AT TIME ZONE 'UTC', 'YYYY-MM') AS month,
+       count(CASE WHEN event = 'added' THEN 1 END) AS added,
+       count(CASE WHEN event = 'suspended' THEN 1 END) AS suspended,
+       count(CASE WHEN event = 'closed' THEN 1 END) AS closed,
+       count(CASE WHEN event = 'removed' THEN 1 END) AS removed
+FROM events
+GROUP BY partner_id, month
+ORDER BY partner_id, month;"""
+PLAN_MIX = """\
+SELECT partner_id, group_name, is_enabled, count(*) AS plans
+FROM plans_current
+GROUP BY partner_id, group_name, is_enabled
+ORDER BY partner_id, group_name, is_enabled;"""
+AGENTS_PER_SITE = """\
+SELECT s.partner_id, s.id AS site_id, s.company, s.status,
+       count(a.id) AS agents,
+       count(CASE WHEN a.is_active THEN 1 END) AS active_agents
+FROM sites_current AS s
+LEFT JOIN agents_current AS a ON a.partner_id = s.partner_id AND a.site_id = s.id
+GROUP BY s.partner_id, s.id, s.company, s.status
+ORDER BY s.partner_id, s.id;"""
+ALL_CHANGED_LAST_7_DAYS = """\
+SELECT changed_at, resource, partner_id, site_id, record_id, action, changed_fields
+FROM all_changes
+WHERE changed_at >= now() - INTERVAL '7 days'
+  AND NOT (resource = 'plans' AND action = 'update' AND changed_fields = '["icon"]')
+ORDER BY changed_at DESC, resource, record_id;"""
+SITES_ON_A_DATE = """\
+SELECT partner_id, site_id, status, company
+FROM site_history
+WHERE valid_from <= TIMESTAMPTZ '2026-03-01 00:00:00+00'
+  AND (valid_to IS NULL OR valid_to > TIMESTAMPTZ '2026-03-01 00:00:00+00')
+ORDER BY partner_id, site_id;"""
+QUERIES = (SITE_CHURN, PLAN_MIX, AGENTS_PER_SITE, ALL_CHANGED_LAST_7_DAYS, SITES_ON_A_DATE)
+# What docs/bi.md tells users of each database to change: PostgreSQL text → replacement.
+MONTH = "to_char(changed_at AT TIME ZONE 'UTC', 'YYYY-MM')"
+SEVEN_DAYS_AGO = "now() - INTERVAL '7 days'"
+MARCH_1ST = "TIMESTAMPTZ '2026-03-01 00:00:00+00'"
+DIALECT_CHANGES = {
+    "postgresql": {},
+    "mariadb": {
+        MONTH: "DATE_FORMAT(changed_at, '%Y-%m')",
+        SEVEN_DAYS_AGO: "UTC_TIMESTAMP() - INTERVAL 7 DAY",
+        MARCH_1ST: "'2026-03-01 00:00:00'",
+    },
+    "sqlite": {
+        MONTH: "strftime('%Y-%m', changed_at)",
+        SEVEN_DAYS_AGO: "datetime('now', '-7 days')",
+        MARCH_1ST: "'2026-03-01 00:00:00.000000'",
+    },
+}
+
+
+def doc_query(engine: Engine, backend: str, query: str) -> list[tuple[Any, ...]]:
+    """Run docs/bi.md's PostgreSQL `query` as the doc tells users of `backend` to change it."""
+    for postgresql, replacement in DIALECT_CHANGES[backend].items():
+        query = query.replace(postgresql, replacement)
+    if backend == "mariadb":
+        query = query.replace("%", "%%")  # PyMySQL %-formats even without parameters
+    with engine.connect() as conn:
+        if backend == "postgresql":
+            # A dashboard's session is seldom UTC; the months must not move with it.
+            conn.exec_driver_sql("SET TIME ZONE 'America/New_York'")
+        return [tuple(row) for row in conn.exec_driver_sql(query.rstrip(";"))]
+
+
+def test_docs_show_the_queries_and_the_dialect_differences_tested_here() -> None:
+    text = BI_DOC.read_text()
+    for query in QUERIES:
+        assert query in text
+    for changes in DIALECT_CHANGES.values():
+        for replacement in changes.values():
+            assert replacement in text
+
+
+def at(day: str) -> datetime:
+    return datetime.fromisoformat(day).replace(tzinfo=UTC)
+
+
+def test_docs_site_churn_query(engine: Engine, backend: str) -> None:
+    """Months are UTC months of detection; a site first seen suspended is added, not suspended."""
+    for day, action, record in (
+        ("2026-01-05", "insert", site(1, "Open")),
+        ("2026-01-05", "insert", site(2, "Open")),
+        ("2026-01-05", "insert", site(3, "Suspended")),
+        ("2026-01-20", "update", site(1, "Suspended")),
+        ("2026-02-03", "update", site(1, "Closed")),
+        ("2026-02-03", "delete", site(2, "Open")),
+        ("2026-02-10", "insert", site(4, "Open")),
+        ("2026-02-28 23:59:59.999999", "update", site(3, "Open")),
+        ("2026-03-01", "restore", site(2, "Open")),
+        ("2026-03-15", "update", site(3, "Suspended")),
+        # Still suspended, another field changed: not a new suspension.
+        ("2026-03-20", "update", site(3, "Suspended", company="Renamed")),
+    ):
+        write(engine, at(day), "sites", action, record)
+    theirs = site(1, "Open")
+    write(
+        engine, at("2026-02-28 23:59:59.999999"), "sites", "insert", theirs, partner=OTHER_PARTNER
+    )
+    write(engine, at("2026-03-01"), "sites", "delete", theirs, partner=OTHER_PARTNER)
+
+    rows = doc_query(engine, backend, SITE_CHURN)
+
+    assert rows == [
+        # partner, month, added, suspended, closed, removed
+        (PARTNER, "2026-01", 3, 1, 0, 0),
+        (PARTNER, "2026-02", 1, 0, 1, 1),
+        (PARTNER, "2026-03", 1, 1, 0, 0),
+        (OTHER_PARTNER, "2026-02", 1, 0, 0, 0),
+        (OTHER_PARTNER, "2026-03", 0, 0, 0, 1),
+    ]
+
+
+def test_docs_plan_mix_query(engine: Engine, backend: str) -> None:
+    plans = REGISTRY["plans"]
+    for number, group, enabled in (
+        (1, "Standard", True),
+        (2, "Standard", True),
+        (3, "Standard", False),
+        (4, "Enterprise", True),
+        (5, "Enterprise", True),
+    ):
+        record = sample(plans, number, groupName=group, isEnabled=enabled)
+        write(engine, T0, "plans", "insert", record)
+    write(engine, T1, "plans", "delete", sample(plans, 5))
+    theirs = sample(plans, 1, groupName="Standard")
+    write(engine, T0, "plans", "insert", theirs, partner=OTHER_PARTNER)
+
+    rows = doc_query(engine, backend, PLAN_MIX)
+
+    assert [(partner, group, bool(enabled), n) for partner, group, enabled, n in rows] == [
+        (PARTNER, "Enterprise", True, 1),
+        (PARTNER, "Standard", False, 1),
+        (PARTNER, "Standard", True, 2),
+        (OTHER_PARTNER, "Standard", True, 1),
+    ]
+
+
+def test_docs_agents_per_site_query(engine: Engine, backend: str) -> None:
+    """Removed agents and removed sites do not count; a site without agents shows 0."""
+    agents = REGISTRY["agents"]
+    for site_id, status in (
+        (10001, "Open"),
+        (10002, "Suspended"),
+        (10003, "Closed"),
+        (10004, "Open"),
+    ):
+        write(engine, T0, "sites", "insert", site(site_id, status))
+    write(engine, T1, "sites", "delete", site(10004, "Open"))
+    for site_id, number, active in (
+        (10001, 1, True),
+        (10001, 2, True),
+        (10001, 3, False),
+        (10001, 4, True),
+        (10002, 1, True),
+        (10004, 1, True),
+    ):
+        write(engine, T0, "agents", "insert", sample(agents, number, isActive=active), site=site_id)
+    write(engine, T1, "agents", "delete", sample(agents, 4), site=10001)
+
+    rows = doc_query(engine, backend, AGENTS_PER_SITE)
+
+    assert rows == [
+        (PARTNER, 10001, "Company 10001", "Open", 3, 2),
+        (PARTNER, 10002, "Company 10002", "Suspended", 1, 1),
+        (PARTNER, 10003, "Company 10003", "Closed", 0, 0),
+    ]
+
+
+def test_docs_what_changed_in_the_last_7_days_query(engine: Engine, backend: str) -> None:
+    """Every list in one result; plans' icon-only updates are left out, other updates kept."""
+    now = datetime.now(UTC)
+    plan = sample(REGISTRY["plans"], 1, icon="https://files.example/1.png?Signature=a")
+    agent = sample(REGISTRY["agents"], 1)
+    department = sample(REGISTRY["departments"], 1)
+    write(engine, now - timedelta(days=30), "sites", "insert", site(10001, "Open"))
+    write(engine, now - timedelta(days=30), "plans", "insert", plan)
+    write(engine, now - timedelta(days=30), "departments", "insert", department, site=10001)
+    resigned = {**plan, "icon": "https://files.example/1.png?Signature=b"}
+    write(engine, now - timedelta(days=6), "agents", "insert", agent, site=10001)
+    write(engine, now - timedelta(days=5), "plans", "update", resigned)
+    write(engine, now - timedelta(days=4), "plans", "update", {**resigned, "name": "Starter"})
+    write(engine, now - timedelta(days=3), "sites", "update", site(10001, "Suspended"))
+    write(engine, now - timedelta(days=2), "departments", "delete", department, site=10001)
+
+    rows = doc_query(engine, backend, ALL_CHANGED_LAST_7_DAYS)
+
+    assert [(*row[1:6], as_json(row[6])) for row in rows] == [
+        ("departments", PARTNER, 10001, department["id"], "delete", sorted(department)),
+        ("sites", PARTNER, None, "10001", "update", ["status"]),
+        ("plans", PARTNER, None, "1", "update", ["name"]),
+        ("agents", PARTNER, 10001, agent["id"], "insert", sorted(agent)),
+    ]
+
+
+def test_docs_sites_live_on_a_date_query(engine: Engine, backend: str) -> None:
+    """Suspended and one removed before 2026-03-01, restored just after: the status then."""
+    write(engine, at("2026-02-01"), "sites", "insert", site(1, "Open"))
+    write(engine, at("2026-02-01"), "sites", "insert", site(2, "Open"))
+    write(engine, at("2026-02-28 23:59:59.999999"), "sites", "update", site(1, "Suspended"))
+    write(engine, at("2026-02-28 23:59:59.999999"), "sites", "delete", site(2, "Open"))
+    write(engine, at("2026-03-01 00:00:00.000001"), "sites", "restore", site(2, "Open"))
+    write(engine, at("2026-03-01"), "sites", "insert", site(3, "Open"), partner=OTHER_PARTNER)
+
+    rows = doc_query(engine, backend, SITES_ON_A_DATE)
+
+    # The other partner's site started at that very instant: valid_from <= D includes it.
+    assert rows == [(PARTNER, 1, "Suspended", "Company 1"), (OTHER_PARTNER, 3, "Open", "Company 3")]
