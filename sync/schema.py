@@ -16,7 +16,7 @@ from sync.resources import KEY_TEXT_LENGTH, REGISTRY, Resource
 
 # The Alembic revision this package's code expects. Comparing it with alembic_version lets
 # `once` skip loading Alembic when the schema is already current (tests keep it at head).
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 
 ACTIONS = ("insert", "update", "delete", "restore")
 # interrupted: cut short by a stop (SIGTERM) before it committed; partial: a per-site list

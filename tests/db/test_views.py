@@ -325,7 +325,7 @@ def test_downgrade_to_0001_drops_the_views_and_indexes_and_upgrade_brings_them_b
     try:
         upgrade(engine)
         views, indexes = views_and_indexes(engine)
-        assert views == VIEWS
+        assert views >= VIEWS  # the full set at head: test_migrations.VIEWS_AT_HEAD
         assert indexes >= INDEXES_0002
 
         alembic(engine, "downgrade", "0001")

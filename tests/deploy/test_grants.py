@@ -1,5 +1,6 @@
-"""README's GRANT statements: the owner migrates, the DML account syncs, the reader reads, and
-each is refused what it was not given, on PostgreSQL and MariaDB."""
+"""docs/deploy.md's GRANT statements: the owner migrates, the DML account syncs and writes every
+list, the reader reads every view and BI table, and each is refused what it was not given, on
+PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -16,6 +18,8 @@ from sqlalchemy.engine import Engine
 from sync.emulator import Emulator
 from sync.job import CycleOptions, run_once
 from sync.migrate import ensure_schema, upgrade
+from sync.resources import REGISTRY
+from sync.schema import sync_runs
 from sync.settings import Settings, load
 from sync.status import collect
 from sync.store import create_engine
@@ -28,7 +32,7 @@ README = REPO / "docs" / "deploy.md"
 PASSWORD = "change-me"
 ROLES = ("comm100_sync_owner", "comm100_sync", "bi_reader")
 DATABASE = "bi"
-# README "For BI", verbatim: before `migrate` (as an administrator) and after it.
+# docs/deploy.md "Database accounts", verbatim: before `migrate` (as an administrator) and after.
 POSTGRESQL_BEFORE = """\
 CREATE ROLE comm100_sync_owner LOGIN PASSWORD 'change-me';
 CREATE ROLE comm100_sync LOGIN PASSWORD 'change-me';
@@ -38,13 +42,27 @@ REVOKE ALL ON DATABASE bi FROM PUBLIC;
 GRANT CONNECT ON DATABASE bi TO comm100_sync, bi_reader;"""
 POSTGRESQL_AFTER = """\
 GRANT USAGE ON SCHEMA public TO comm100_sync, bi_reader;
-GRANT SELECT, INSERT, UPDATE ON platforms, platform_audit, sync_runs, sync_auth_state, \
-sync_token_cache, sync_state TO comm100_sync;
+GRANT SELECT, INSERT, UPDATE ON
+  platforms, sites, products, plans, agents, departments, roles, site_products,
+  platform_audit, site_audit, product_audit, plan_audit,
+  agent_audit, department_audit, role_audit, site_product_audit,
+  sync_runs, sync_auth_state, sync_token_cache, sync_state
+  TO comm100_sync;
 GRANT DELETE ON sync_runs TO comm100_sync;
 GRANT SELECT ON alembic_version TO comm100_sync;
-GRANT USAGE ON SEQUENCE platform_audit_id_seq, sync_runs_id_seq TO comm100_sync;
-GRANT SELECT ON platforms_current, platform_history, platforms, platform_audit, sync_runs \
-TO bi_reader;"""
+GRANT USAGE ON SEQUENCE
+  platform_audit_id_seq, site_audit_id_seq, product_audit_id_seq, plan_audit_id_seq,
+  agent_audit_id_seq, department_audit_id_seq, role_audit_id_seq, site_product_audit_id_seq,
+  sync_runs_id_seq
+  TO comm100_sync;
+GRANT SELECT ON
+  platforms, sites, products, plans, agents, departments, roles, site_products,
+  platform_audit, site_audit, product_audit, plan_audit,
+  agent_audit, department_audit, role_audit, site_product_audit,
+  platforms_current, sites_current, products_current, plans_current,
+  agents_current, departments_current, roles_current, site_products_current,
+  all_changes, platform_history, site_history, sync_runs
+  TO bi_reader;"""
 MARIADB_BEFORE = """\
 CREATE DATABASE bi CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
 CREATE USER 'comm100_sync_owner'@'%' IDENTIFIED BY 'change-me';
@@ -54,18 +72,58 @@ GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX, REFERENCES, CR
 SHOW VIEW ON bi.* TO 'comm100_sync_owner'@'%';"""
 MARIADB_AFTER = """\
 GRANT SELECT, INSERT, UPDATE ON bi.platforms TO 'comm100_sync'@'%';
+GRANT SELECT, INSERT, UPDATE ON bi.sites TO 'comm100_sync'@'%';
+GRANT SELECT, INSERT, UPDATE ON bi.products TO 'comm100_sync'@'%';
+GRANT SELECT, INSERT, UPDATE ON bi.plans TO 'comm100_sync'@'%';
+GRANT SELECT, INSERT, UPDATE ON bi.agents TO 'comm100_sync'@'%';
+GRANT SELECT, INSERT, UPDATE ON bi.departments TO 'comm100_sync'@'%';
+GRANT SELECT, INSERT, UPDATE ON bi.roles TO 'comm100_sync'@'%';
+GRANT SELECT, INSERT, UPDATE ON bi.site_products TO 'comm100_sync'@'%';
 GRANT SELECT, INSERT, UPDATE ON bi.platform_audit TO 'comm100_sync'@'%';
+GRANT SELECT, INSERT, UPDATE ON bi.site_audit TO 'comm100_sync'@'%';
+GRANT SELECT, INSERT, UPDATE ON bi.product_audit TO 'comm100_sync'@'%';
+GRANT SELECT, INSERT, UPDATE ON bi.plan_audit TO 'comm100_sync'@'%';
+GRANT SELECT, INSERT, UPDATE ON bi.agent_audit TO 'comm100_sync'@'%';
+GRANT SELECT, INSERT, UPDATE ON bi.department_audit TO 'comm100_sync'@'%';
+GRANT SELECT, INSERT, UPDATE ON bi.role_audit TO 'comm100_sync'@'%';
+GRANT SELECT, INSERT, UPDATE ON bi.site_product_audit TO 'comm100_sync'@'%';
 GRANT SELECT, INSERT, UPDATE, DELETE ON bi.sync_runs TO 'comm100_sync'@'%';
 GRANT SELECT, INSERT, UPDATE ON bi.sync_auth_state TO 'comm100_sync'@'%';
 GRANT SELECT, INSERT, UPDATE ON bi.sync_token_cache TO 'comm100_sync'@'%';
 GRANT SELECT, INSERT, UPDATE ON bi.sync_state TO 'comm100_sync'@'%';
 GRANT SELECT ON bi.alembic_version TO 'comm100_sync'@'%';
-GRANT SELECT ON bi.platforms_current TO 'bi_reader'@'%';
-GRANT SELECT ON bi.platform_history TO 'bi_reader'@'%';
 GRANT SELECT ON bi.platforms TO 'bi_reader'@'%';
+GRANT SELECT ON bi.sites TO 'bi_reader'@'%';
+GRANT SELECT ON bi.products TO 'bi_reader'@'%';
+GRANT SELECT ON bi.plans TO 'bi_reader'@'%';
+GRANT SELECT ON bi.agents TO 'bi_reader'@'%';
+GRANT SELECT ON bi.departments TO 'bi_reader'@'%';
+GRANT SELECT ON bi.roles TO 'bi_reader'@'%';
+GRANT SELECT ON bi.site_products TO 'bi_reader'@'%';
 GRANT SELECT ON bi.platform_audit TO 'bi_reader'@'%';
+GRANT SELECT ON bi.site_audit TO 'bi_reader'@'%';
+GRANT SELECT ON bi.product_audit TO 'bi_reader'@'%';
+GRANT SELECT ON bi.plan_audit TO 'bi_reader'@'%';
+GRANT SELECT ON bi.agent_audit TO 'bi_reader'@'%';
+GRANT SELECT ON bi.department_audit TO 'bi_reader'@'%';
+GRANT SELECT ON bi.role_audit TO 'bi_reader'@'%';
+GRANT SELECT ON bi.site_product_audit TO 'bi_reader'@'%';
+GRANT SELECT ON bi.platforms_current TO 'bi_reader'@'%';
+GRANT SELECT ON bi.sites_current TO 'bi_reader'@'%';
+GRANT SELECT ON bi.products_current TO 'bi_reader'@'%';
+GRANT SELECT ON bi.plans_current TO 'bi_reader'@'%';
+GRANT SELECT ON bi.agents_current TO 'bi_reader'@'%';
+GRANT SELECT ON bi.departments_current TO 'bi_reader'@'%';
+GRANT SELECT ON bi.roles_current TO 'bi_reader'@'%';
+GRANT SELECT ON bi.site_products_current TO 'bi_reader'@'%';
+GRANT SELECT ON bi.all_changes TO 'bi_reader'@'%';
+GRANT SELECT ON bi.platform_history TO 'bi_reader'@'%';
+GRANT SELECT ON bi.site_history TO 'bi_reader'@'%';
 GRANT SELECT ON bi.sync_runs TO 'bi_reader'@'%';"""
 ADMIN_URLS = {"postgresql": POSTGRES_ADMIN_URL, "mariadb": MARIADB_ADMIN_URL}
+# The job's bookkeeping: never granted to BI roles. Every other table is the reader's.
+NOT_FOR_READERS = {"sync_token_cache", "sync_auth_state", "sync_state", "alembic_version"}
+WRITTEN_AT = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def literal(engine: Engine, statement: str) -> str:
@@ -181,9 +239,8 @@ def test_readme_holds_the_grants_tested_here() -> None:
         assert " ".join(block.split()) in text
 
 
-def test_readme_grants_give_each_account_what_it_needs_and_no_more(
-    accounts: Accounts, emulator: Emulator
-) -> None:
+def create_accounts_and_migrate(accounts: Accounts) -> None:
+    """docs/deploy.md's order: accounts, `migrate` as the owner, then the table GRANTs."""
     before, after = (
         (POSTGRESQL_BEFORE, POSTGRESQL_AFTER)
         if accounts.backend == "postgresql"
@@ -197,6 +254,86 @@ def test_readme_grants_give_each_account_what_it_needs_and_no_more(
         accounts.run(owner if accounts.backend == "postgresql" else accounts.admin, after)
     finally:
         owner.dispose()
+
+
+def write_every_list(engine: Engine) -> None:
+    """What a cycle writes, in every list: a run, a live row, its update and its audit row."""
+    with engine.begin() as conn:
+        for resource in REGISTRY.values():
+            run_id = conn.execute(
+                sa.insert(sync_runs).values(
+                    resource=resource.name, partner_id="p", started_at=WRITTEN_AT, status="running"
+                )
+            ).inserted_primary_key[0]
+            key: dict[str, Any] = {"partner_id": "p", "id": 1 if resource.key == "int" else "k"}
+            site = {"site_id": 10001} if resource.site_scoped else {}
+            required = {c.name: "x" for c in resource.columns if c.required}
+            document = {"raw": {"id": key["id"]}, "raw_hash": "0" * 32}
+            times = {"first_seen_at": WRITTEN_AT, "updated_at": WRITTEN_AT}
+            conn.execute(
+                sa.insert(resource.table).values(**key, **site, **required, **document, **times)
+            )
+            conn.execute(
+                resource.table.update()
+                .where(*(resource.table.c[k] == v for k, v in {**key, **site}.items()))
+                .values(raw_hash="1" * 32)
+            )
+            change = {"action": "insert", "new_values": document["raw"], "changed_fields": ["id"]}
+            conn.execute(
+                sa.insert(resource.audit).values(
+                    run_id=run_id,
+                    partner_id="p",
+                    **site,
+                    **{resource.audit_key: key["id"]},
+                    **change,
+                    changed_at=WRITTEN_AT,
+                )
+            )
+            conn.execute(
+                sync_runs.update()
+                .where(sync_runs.c.id == run_id)
+                .values(status="success", finished_at=WRITTEN_AT)
+            )
+
+
+def test_readme_grants_let_the_job_write_every_list_and_the_reader_read_every_view(
+    accounts: Accounts,
+) -> None:
+    """Every table and view the migrations create is covered, without running a cycle."""
+    create_accounts_and_migrate(accounts)
+    owner = create_engine(accounts.url("comm100_sync_owner"))
+    dml = create_engine(accounts.url("comm100_sync"))
+    reader = create_engine(accounts.url("bi_reader"))
+    try:
+        with owner.connect() as conn:
+            views = set(sa.inspect(conn).get_view_names())
+            tables = set(sa.inspect(conn).get_table_names())
+
+        write_every_list(dml)
+
+        for name in sorted(views | (tables - NOT_FOR_READERS)):
+            assert not refused(reader, f"SELECT count(*) FROM {name}"), name
+        with reader.connect() as conn:
+            for resource in REGISTRY:
+                count = conn.exec_driver_sql(f"SELECT count(*) FROM {resource}_current").scalar()
+                assert count == 1, resource
+            assert conn.exec_driver_sql("SELECT count(*) FROM all_changes").scalar() == 8
+            assert conn.exec_driver_sql("SELECT count(*) FROM site_history").scalar() == 1
+        assert refused(reader, "SELECT * FROM sync_token_cache")
+        assert refused(reader, "SELECT * FROM sync_auth_state")
+        assert refused(reader, "UPDATE sites SET status = 'x'")
+        assert refused(dml, "DELETE FROM agent_audit")
+        assert refused(dml, "UPDATE alembic_version SET version_num = version_num")
+        assert refused(dml, "UPDATE sites_current SET status = 'x'")
+    finally:
+        for engine in (owner, dml, reader):
+            engine.dispose()
+
+
+def test_readme_grants_give_each_account_what_it_needs_and_no_more(
+    accounts: Accounts, emulator: Emulator
+) -> None:
+    create_accounts_and_migrate(accounts)
 
     sync_url, reader_url = accounts.url("comm100_sync"), accounts.url("bi_reader")
     # Insert, rename, removal and restore: every write path of a cycle.
