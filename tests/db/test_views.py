@@ -337,7 +337,7 @@ def test_downgrade_to_0001_drops_the_views_and_indexes_and_upgrade_brings_them_b
 
         upgrade(engine)
 
-        assert views_and_indexes(engine)[0] == VIEWS
+        assert views_and_indexes(engine)[0] >= VIEWS
         assert current_revision(engine) == SCHEMA_REVISION
     finally:
         engine.dispose()
