@@ -112,6 +112,7 @@ class Emulator:
         self._faults = FaultQueue()
         self._gates = GateBoard()
         self._lock = threading.Lock()
+        self._in_flight = self._max_in_flight = 0
         self._lists = ListStore()
         self._icon_serials = itertools.count(1)
         self.load(default_document() if data is None else data)
@@ -322,6 +323,7 @@ class Emulator:
     def reset_stats(self) -> None:
         with self._lock:
             self._stats = dict.fromkeys(STAT_KEYS, 0)
+            self._max_in_flight = self._in_flight
 
     @property
     def requests(self) -> list[RequestRecord]:
@@ -337,9 +339,25 @@ class Emulator:
 
     # -- serving ---------------------------------------------------------------------------
 
+    @property
+    def max_in_flight(self) -> int:
+        """The most API requests this emulator has been answering at once (control excluded)."""
+        with self._lock:
+            return self._max_in_flight
+
     def _respond(self, incoming: Incoming) -> Reply:
         if self.control and incoming.path.startswith(CONTROL_PREFIX):
             return handle_control(self, incoming)
+        with self._lock:
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        try:
+            return self._respond_api(incoming)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _respond_api(self, incoming: Incoming) -> Reply:
         with_form = incoming.path == TOKEN_PATH and incoming.method == "POST"
         self._requests.record(incoming, with_form=with_form)
         if self.latency_seconds > 0:

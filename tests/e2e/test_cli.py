@@ -323,7 +323,8 @@ def test_demo_replaces_its_own_database_and_only_its_files(tmp_path: Path) -> No
 
     assert again.returncode == 0, again.stderr
     assert neighbour.read_text() == "keep me"
-    assert rows(database, "SELECT count(*) FROM sync_runs") == [(5,)]  # a fresh start
+    # A fresh start: five cycles of the eight lists.
+    assert rows(database, "SELECT count(*) FROM sync_runs") == [(40,)]
 
 
 def test_demo_force_replaces_any_file(tmp_path: Path) -> None:

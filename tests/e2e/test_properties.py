@@ -29,8 +29,9 @@ from hypothesis.stateful import (
 )
 
 from sync.emulator import Emulator, Fault
-from sync.job import run_once
-from sync.schema import platform_audit, platforms, sync_runs
+from sync.job import run_account
+from sync.resources import REGISTRY, Resource
+from sync.schema import metadata, sync_runs
 from sync.wiring import build_client, build_engine, cycle_options
 
 from ..conftest import CLI, settings_for
@@ -49,16 +50,24 @@ EXTRA = st.dictionaries(
     max_size=2,
 )
 IDS = st.integers(min_value=-3, max_value=30)
+AGENT_IDS = st.sampled_from([f"agent-{n}" for n in range(8)])
+SITES_OF_THE_PARTNER = (1, 2)
+PLATFORMS, AGENTS = REGISTRY["platforms"], REGISTRY["agents"]
+# Where a random change lands: the partner's platform list, or one site's agents.
+PLACE_NAMES = ["platforms", *(f"agents@{site}" for site in SITES_OF_THE_PARTNER)]
+PLACES = st.sampled_from(PLACE_NAMES)
 
 
-def replay(audit_rows: list[Any]) -> dict[int, tuple[Any, bool]]:
-    """platform id → (last object, live?) rebuilt from the audit trail alone."""
-    state: dict[int, tuple[Any, bool]] = {}
+def replay(resource: Resource, audit_rows: list[Any]) -> dict[Any, tuple[Any, bool]]:
+    """ident → (last object, live?) rebuilt from the audit trail alone."""
+    state: dict[Any, tuple[Any, bool]] = {}
     for row in audit_rows:
+        key = getattr(row, resource.audit_key)
+        ident = (row.site_id, key) if resource.site_scoped else key
         if row.action in ("insert", "update", "restore"):
-            state[row.platform_id] = (row.new_values, True)
+            state[ident] = (row.new_values, True)
         else:
-            state[row.platform_id] = (row.old_values, False)
+            state[ident] = (row.old_values, False)
     return state
 
 
@@ -66,9 +75,13 @@ def replay(audit_rows: list[Any]) -> dict[int, tuple[Any, bool]]:
 def test_random_histories_keep_table_audit_and_runs_consistent(
     backend: str, database_url: str, emulator: Emulator
 ) -> None:
+    """Random adds, renames, removals and re-adds on a partner list and on a per-site list,
+    through real cycles: each table says what the API said, its audit trail rebuilds it, and
+    each run's counts are its audit rows."""
     config = settings_for(emulator, database_url, max_delete_fraction=1.0)
     engine = build_engine(config)
     client = build_client(config, engine)
+    emulator.set_sites([{"id": site, "status": "Open"} for site in SITES_OF_THE_PARTNER])
 
     class History(RuleBasedStateMachine):
         removed = Bundle("removed")
@@ -76,61 +89,93 @@ def test_random_histories_keep_table_audit_and_runs_consistent(
         @initialize()
         def empty_tables(self) -> None:
             with engine.begin() as conn:
-                for table in (platform_audit, platforms, sync_runs):
+                for table in reversed(metadata.sorted_tables):
                     conn.execute(table.delete())
-            self.snapshot: dict[int, dict[str, Any]] = {}
+            self.lists: dict[str, dict[Any, dict[str, Any]]] = {p: {} for p in PLACE_NAMES}
 
-        @rule(key=IDS, name=NAMES, extra=EXTRA)
-        def add_or_replace(self, key: int, name: str, extra: dict[str, Any]) -> None:
-            self.snapshot[key] = {**extra, "id": key, "name": name}
+        @rule(place=PLACES, data=st.data(), name=NAMES, extra=EXTRA)
+        def add_or_replace(
+            self, place: str, data: st.DataObject, name: str, extra: dict[str, Any]
+        ) -> None:
+            if place == "platforms":
+                key: Any = data.draw(IDS)
+                self.lists[place][key] = {**extra, "id": key, "name": name}
+            else:  # an agent, with a personal field that must never be stored
+                key = data.draw(AGENT_IDS)
+                self.lists[place][key] = {**extra, "id": key, "timeZone": name,
+                                          "isAdmin": data.draw(st.booleans()),
+                                          "email": f"{name}@example.com"}  # fmt: skip
 
-        @rule(data=st.data())
-        def rename(self, data: st.DataObject) -> None:
-            if self.snapshot:
-                key = data.draw(st.sampled_from(sorted(self.snapshot)))
-                self.snapshot[key] = {**self.snapshot[key], "name": data.draw(NAMES)}
+        @rule(place=PLACES, data=st.data())
+        def rename(self, place: str, data: st.DataObject) -> None:
+            items = self.lists[place]
+            if items:
+                key = data.draw(st.sampled_from(sorted(items)))
+                field = "name" if place == "platforms" else "timeZone"
+                items[key] = {**items[key], field: data.draw(NAMES)}
 
-        @rule(target=removed, data=st.data())
-        def remove(self, data: st.DataObject) -> dict[str, Any]:
-            if not self.snapshot:
-                return {}
-            key = data.draw(st.sampled_from(sorted(self.snapshot)))
-            return self.snapshot.pop(key)
+        @rule(target=removed, place=PLACES, data=st.data())
+        def remove(self, place: str, data: st.DataObject) -> tuple[str, dict[str, Any]]:
+            items = self.lists[place]
+            if not items:
+                return place, {}
+            return place, items.pop(data.draw(st.sampled_from(sorted(items))))
 
         @rule(item=removed)
-        def re_add(self, item: dict[str, Any]) -> None:
-            if item:
-                self.snapshot[item["id"]] = item
+        def re_add(self, item: tuple[str, dict[str, Any]]) -> None:
+            place, value = item
+            if value:
+                self.lists[place][value["id"]] = value
 
         @rule()
         def sync(self) -> None:
-            emulator.set_platforms(list(self.snapshot.values()))
-            result = run_once(engine, client, cycle_options(config))
-            assert result.status == "success", result.error
+            emulator.set_platforms(list(self.lists["platforms"].values()))
+            for site in SITES_OF_THE_PARTNER:
+                emulator.set_list("agents", list(self.lists[f"agents@{site}"].values()),
+                                  site_id=site)  # fmt: skip
+            results = run_account(engine, client, cycle_options(config),
+                                  [PLATFORMS, REGISTRY["sites"], AGENTS])  # fmt: skip
+            assert [r.status for r in results] == ["success"] * 3, [r.error for r in results]
+            self.synced = {place: dict(items) for place, items in self.lists.items()}
 
         @invariant()
         def tables_agree_with_the_last_sync(self) -> None:
-            with engine.connect() as conn:
-                rows = conn.execute(sa.select(platforms)).all()
-                audit = conn.execute(sa.select(platform_audit).order_by(platform_audit.c.id)).all()
-                runs = conn.execute(sa.select(sync_runs)).all()
-            if not runs:
+            if not hasattr(self, "synced"):
                 return
-            synced = {r.id: r for r in rows}
-            live = {r.id: r.raw for r in rows if r.deleted_at is None}
-            assert live == {k: v for k, v in self._last_synced().items()}
-            assert replay(audit) == {k: (r.raw, r.deleted_at is None) for k, r in synced.items()}
+            with engine.connect() as conn:
+                runs = conn.execute(sa.select(sync_runs)).all()
+                for resource in (PLATFORMS, AGENTS):
+                    rows = conn.execute(sa.select(resource.table)).all()
+                    audit = conn.execute(
+                        sa.select(resource.audit).order_by(resource.audit.c.id)
+                    ).all()
+                    self.check(resource, rows, audit, runs)
+
+        def check(self, resource: Resource, rows: Any, audit: Any, runs: Any) -> None:
+            def ident(row: Any) -> Any:
+                return (row.site_id, row.id) if resource.site_scoped else row.id
+
+            if resource.site_scoped:
+                expected = {
+                    (site, key): {k: v for k, v in item.items() if k != "email"}
+                    for site in SITES_OF_THE_PARTNER
+                    for key, item in self.synced[f"agents@{site}"].items()
+                }
+            else:
+                expected = self.synced["platforms"]
+            live = {ident(r): r.raw for r in rows if r.deleted_at is None}
+            assert live == expected
+            assert replay(resource, audit) == {
+                ident(r): (r.raw, r.deleted_at is None) for r in rows
+            }
             per_run: dict[tuple[int, str], int] = {}
             for row in audit:
                 per_run[(row.run_id, row.action)] = per_run.get((row.run_id, row.action), 0) + 1
-            for run in runs:
+            for run in (run for run in runs if run.resource == resource.name):
                 assert run.inserted == per_run.get((run.id, "insert"), 0)
                 assert run.updated == per_run.get((run.id, "update"), 0)
                 assert run.deleted == per_run.get((run.id, "delete"), 0)
                 assert run.restored == per_run.get((run.id, "restore"), 0)
-
-        def _last_synced(self) -> dict[int, Any]:
-            return {int(p["id"]): p for p in emulator.platforms}  # type: ignore[call-overload]
 
     try:
         run_state_machine_as_test(

@@ -421,3 +421,42 @@ def test_an_unreadable_database_url_is_refused_without_showing_it(credentials: N
 
     assert "pw-Canary" not in str(caught.value)
     assert "SYNC_DATABASE_URL" in str(caught.value)
+
+
+# --------------------------------------------------------------------------- lists
+
+
+def test_the_default_lists_are_the_partner_lists(credentials: None) -> None:
+    names = [r.name for r in load(Settings).resource_list]
+    assert names == ["platforms", "sites", "products", "plans"]
+
+
+def test_lists_are_put_in_sync_order(credentials: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYNC_RESOURCES", " Agents, sites ,platforms,agents")
+
+    settings = load(Settings)
+
+    assert settings.resources == "platforms,sites,agents"
+    assert [r.name for r in settings.resource_list] == ["platforms", "sites", "agents"]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("platforms,contacts", "SYNC_RESOURCES: unknown list(s) contacts; known: platforms"),
+        ("platforms,agents", "SYNC_RESOURCES: agents are fetched per site: add sites"),
+        (" , ", "SYNC_RESOURCES: name at least one list"),
+    ],
+)
+def test_an_unusable_list_of_lists_is_a_configuration_error(
+    credentials: None, value: str, expected: str
+) -> None:
+    assert expected in config_error(SYNC_RESOURCES=value)
+
+
+def test_concurrency_and_personal_data_settings(
+    credentials: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load(Settings)
+    assert (settings.http_concurrency, settings.keep_personal_data) == (4, False)
+    assert "SYNC_HTTP_CONCURRENCY" in config_error(SYNC_HTTP_CONCURRENCY="0")
