@@ -6,7 +6,6 @@ the password grant is the fallback when there is none or it is refused.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from sync.accounts import Credentials as Credentials  # re-exported: the token side names it
 from sync.errors import (
     AuthError,
     AuthPausedError,
@@ -39,21 +39,6 @@ RENEW_MARGIN_FRACTION = 0.10
 # RFC 6749 makes expires_in optional; without it assume an hour and rely on 401 → renew.
 DEFAULT_LIFETIME_SECONDS = 3600.0
 _SAFE_TEXT = re.compile(r"[^\w .,:;'()/@+*-]")  # `*`: what masking leaves
-
-
-@dataclass(frozen=True)
-class Credentials:
-    client_id: str
-    email: str
-    password: str
-
-    def __repr__(self) -> str:
-        return f"Credentials(client_id={self.client_id!r}, email={self.email!r}, password='***')"
-
-    @property
-    def login_key(self) -> str:
-        """Names the login (client id and email, never the password) in the database."""
-        return hashlib.sha256(f"{self.client_id}\0{self.email}".encode()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.engine import Engine
 
 from sync import store
-from sync.auth import Credentials
+from sync.accounts import Credentials
 from sync.retry import auth_pause_seconds
 from sync.store.auth_state import AuthState
 

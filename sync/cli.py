@@ -36,6 +36,17 @@ def _setup(kind: Any) -> tuple[Any, Secrets]:
         raise ConfigError(f"invalid settings: {exc}") from None
     secrets = Secrets(loaded.secret_values())
     logs.configure(fmt=loaded.log_format, level=loaded.log_level, secrets=secrets)
+    several = getattr(loaded, "accounts", None) is not None
+    ignored = [
+        name
+        for name in ("client_id", "email", "password")
+        if several and getattr(loaded, name, None) is not None
+    ]
+    if ignored:
+        log.warning(
+            "SYNC_ACCOUNTS is set, so %s are ignored",
+            ", ".join(f"SYNC_{name.upper()}" for name in ignored),
+        )
     return loaded, secrets
 
 
@@ -45,7 +56,7 @@ def cmd_once(args: argparse.Namespace) -> int:
     from sync.migrate import ensure_schema
     from sync.settings import Settings
     from sync.shutdown import Shutdown, supervise
-    from sync.wiring import build_client, build_engine, cycle_options
+    from sync.wiring import build_clients, build_engine, cycle_options
 
     settings, secrets = _setup(Settings)
     shutdown = Shutdown(settings.stop_timeout_seconds)
@@ -61,18 +72,23 @@ def cmd_once(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     engine = build_engine(settings)
     try:
-        client = build_client(
+        clients = build_clients(
             settings, engine, sleep=shutdown.sleep, force_auth=args.force_auth, secrets=secrets
         )
+        transport = next(iter(clients.values())).transport
 
         def cycle() -> int:
             ensure_schema(engine, auto_migrate=settings.auto_migrate)
-            results = run_account(
-                engine, client, cycle_options(settings), settings.resource_list, stop=shutdown
-            )
+            results = []
+            # Accounts are independent: one's failure never stops another's lists.
+            for account in settings.account_list:
+                results += run_account(
+                    engine, clients[account.name], cycle_options(settings), account.resources,
+                    account=account.name, stop=shutdown,
+                )  # fmt: skip
             return exit_code_of(results)
 
-        code: int = supervise(cycle, shutdown, client.transport.abort, exit_code=EX_TEMPFAIL)
+        code: int = supervise(cycle, shutdown, transport.abort, exit_code=EX_TEMPFAIL)
         return code
     finally:
         engine.dispose()
@@ -113,13 +129,17 @@ def cmd_status(args: argparse.Namespace) -> int:
             limit=args.limit,
             max_age_seconds=settings.health_max_age,
             resources=[resource.name for resource in settings.resource_list],
+            partner=args.partner,
+            intervals=settings.interval_of,
+            rate=settings.rate,
         )
     finally:
         engine.dispose()
     if args.json:
         import json
 
-        print(secrets.mask(json.dumps(report, indent=2, default=str)))
+        # One object per (account, list): what scripts and dashboards iterate over.
+        print(secrets.mask(json.dumps(report["lists"], indent=2, default=str)))
     else:
         print(secrets.mask(render_text(report)))
     return EX_OK if report["healthy"] else 1
@@ -172,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="create or upgrade the tables (idempotent)")
     migrate.set_defaults(func=cmd_migrate)
     status = sub.add_parser("status", help="recent runs and row counts; exit 1 if stale")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--json", action="store_true", help="one JSON object per (account, list)")
+    status.add_argument("--partner", metavar="ID", help="only this partner's lists")
     status.add_argument("--limit", type=int, default=10, help="runs to show (default 10)")
     status.set_defaults(func=cmd_status)
     emu = sub.add_parser("emulator", help="serve a local emulator of the Partner API")

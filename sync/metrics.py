@@ -30,26 +30,36 @@ log = logging.getLogger(__name__)
 DURATION_BUCKETS_SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 ACTIONS = {"inserted": "insert", "updated": "update", "deleted": "delete", "restored": "restore"}
 CYCLE_STATUSES = ("success", "partial", "failed", "skipped", "interrupted")
+# The partner_id label of a cycle that failed before its partner was known.
+UNKNOWN_PARTNER = "unknown"
 
 
 class Metrics:
-    """The service's metrics on a registry of its own (so tests can build several)."""
+    """The service's metrics on a registry of its own (so tests can build several).
+
+    Labels stay bounded: `partner_id` by `resource` (a handful of accounts, 8 lists),
+    `account` for the credentials, `status`/`action`/`grant` from short fixed sets.
+    """
 
     def __init__(
         self,
         registry: CollectorRegistry | None = None,
         accounts: tuple[str, ...] = ("default",),
         resources: tuple[str, ...] = DEFAULT_RESOURCES,
+        partners: tuple[str, ...] = (),
     ) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.cycles = Counter(
-            "comm100_sync_cycles", "Sync cycles by outcome.", ["resource", "status"], registry=r
+            "comm100_sync_cycles",
+            "Sync cycles by outcome.",
+            ["partner_id", "resource", "status"],
+            registry=r,
         )
         self.last_success = Gauge(
             "comm100_sync_last_success_timestamp_seconds",
             "Unix time of the last successful cycle.",
-            ["resource"],
+            ["partner_id", "resource"],
             registry=r,
         )
         self.duration = Histogram(
@@ -62,11 +72,14 @@ class Metrics:
         self.rows = Counter(
             "comm100_sync_rows_changed",
             "Rows changed by action (each has one audit row).",
-            ["resource", "action"],
+            ["partner_id", "resource", "action"],
             registry=r,
         )
         self.token_requests = Counter(
-            "comm100_sync_token_requests", "Token requests by grant type.", ["grant"], registry=r
+            "comm100_sync_token_requests",
+            "Token requests by account and grant type.",
+            ["account", "grant"],
+            registry=r,
         )
         self.auth_paused = Gauge(
             "comm100_sync_auth_paused",
@@ -82,16 +95,18 @@ class Metrics:
         )
         info = Gauge("comm100_sync_build_info", "Version of comm100-sync.", ["version"], registry=r)
         info.labels(__version__).set(1)
-        # Series exist from the start at 0, so increase() sees the first failure after a restart.
-        for resource in resources:
-            for status in CYCLE_STATUSES:
-                self.cycles.labels(resource, status)
-            for action in ACTIONS.values():
-                self.rows.labels(resource, action)
+        # Series exist from the start at 0 (for the partners configured), so increase() sees the
+        # first failure after a restart.
+        for partner in partners:
+            for resource in resources:
+                for status in CYCLE_STATUSES:
+                    self.cycles.labels(partner, resource, status)
+                for action in ACTIONS.values():
+                    self.rows.labels(partner, resource, action)
         for account in accounts:
             self.auth_paused.labels(account).set(0)
             self.auth_next_attempt.labels(account).set(0)
-        self._tokens_seen: dict[str, int] = {}
+        self._tokens_seen: dict[tuple[str, str], int] = {}
 
     def observe(
         self,
@@ -101,26 +116,27 @@ class Metrics:
         account: str = "default",
         now: float | None = None,
     ) -> None:
-        self._observe_tokens(token_requests)
+        self._observe_tokens(account, token_requests)
         paused_until = result.error.paused_until if isinstance(result.error, AuthError) else None
         self.auth_paused.labels(account).set(1 if paused_until else 0)
         self.auth_next_attempt.labels(account).set(paused_until.timestamp() if paused_until else 0)
         if isinstance(result.error, AuthPausedError):
             return  # nothing was attempted: not a cycle
-        self.cycles.labels(result.resource, result.status).inc()
+        partner = result.partner_id or UNKNOWN_PARTNER
+        self.cycles.labels(partner, result.resource, result.status).inc()
         self.duration.labels(result.resource).observe(result.duration_seconds)
         if result.status == "success":
-            self.last_success.labels(result.resource).set(now or time.time())
+            self.last_success.labels(partner, result.resource).set(now or time.time())
         for column, action in ACTIONS.items():
             if result.counts.get(column):
-                self.rows.labels(result.resource, action).inc(result.counts[column])
+                self.rows.labels(partner, result.resource, action).inc(result.counts[column])
 
-    def _observe_tokens(self, token_requests: Mapping[str, int]) -> None:
+    def _observe_tokens(self, account: str, token_requests: Mapping[str, int]) -> None:
         for grant, total in token_requests.items():
-            delta = total - self._tokens_seen.get(grant, 0)
+            delta = total - self._tokens_seen.get((account, grant), 0)
             if delta > 0:
-                self.token_requests.labels(grant).inc(delta)
-            self._tokens_seen[grant] = total
+                self.token_requests.labels(account, grant).inc(delta)
+            self._tokens_seen[(account, grant)] = total
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -23,6 +23,7 @@ Scope = Literal["partner", "site"]
 
 # Text keys: guids (36 characters) and product names ("LiveChat"); room to spare.
 KEY_TEXT_LENGTH = 128
+PARTNER_ID_LENGTH = 64
 # Statuses of a site whose per-site lists are fetched (Closed and Purged sites answer 403/404).
 ACTIVE_SITE_STATUSES = ("Open", "Suspended")
 
@@ -170,3 +171,21 @@ def in_sync_order(names: tuple[str, ...] | list[str]) -> Iterator[Resource]:
     chosen = set(names)
     for scope in ("partner", "site"):
         yield from (r for r in REGISTRY.values() if r.name in chosen and r.scope == scope)
+
+
+def parse_resource_names(value: str) -> tuple[Resource, ...]:
+    """A comma list of list names (SYNC_RESOURCES) as resources in sync order.
+
+    Raises:
+        ValueError: an unknown name, no name, or a per-site list without `sites`.
+    """
+    names = [name.strip().lower() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown list(s) {', '.join(unknown)}; known: {', '.join(REGISTRY)}")
+    if not names:
+        raise ValueError(f"name at least one list of: {', '.join(REGISTRY)}")
+    per_site = [name for name in names if REGISTRY[name].site_scoped]
+    if per_site and "sites" not in names:
+        raise ValueError(f"{', '.join(per_site)} are fetched per site: add sites to the list")
+    return tuple(in_sync_order(names))

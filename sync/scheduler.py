@@ -1,15 +1,22 @@
-"""`comm100-sync run`: an APScheduler loop of cycles, metrics and health, and a clean stop.
+"""`comm100-sync run`: an APScheduler loop that shares the work with every other replica on the
+same database, metrics and health, and a clean stop.
 
-SIGTERM/SIGINT stop new cycles at once; a cycle in flight goes on within SYNC_STOP_TIMEOUT_SECONDS
-(see sync.shutdown), so a rolling deploy neither abandons nearly finished work nor waits for ever.
+Each tick, the process looks up which (list, partner) pairs are due (sync_state), claims the
+most overdue one with an atomic conditional UPDATE, syncs it, and goes on until nothing it can
+claim is due. Other replicas do the same, so each list is synced once per interval by one of
+them, and a replica that dies only leaves its claimed list for one interval. SIGTERM/SIGINT stop
+new cycles at once; a cycle in flight goes on within SYNC_STOP_TIMEOUT_SECONDS (sync.shutdown).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import signal
+import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from types import FrameType
@@ -18,22 +25,29 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from sync.errors import EX_CONFIG, EX_OK, ConfigError, SyncError
-from sync.job import Upkeep, run_account
+from sync import store
+from sync.accounts import Account
+from sync.errors import EX_CONFIG, EX_OK, AuthPausedError, ConfigError, SyncError
+from sync.job import Cycle, RunResult, Upkeep, utc_now
 from sync.metrics import Health, Metrics, serve
 from sync.migrate import ensure_schema
 from sync.redaction import Secrets
+from sync.resources import Resource
+from sync.retry import Deadline
 from sync.settings import Settings
 from sync.shutdown import Shutdown, wait_for
-from sync.wiring import build_client, build_engine, cycle_options
+from sync.wiring import build_clients, build_engine, cycle_options
 
 log = logging.getLogger(__name__)
 
 JOB_ID = "sync"
+# How often a replica looks for due work (or the interval, if shorter).
+TICK_SECONDS = 5.0
 
 
 class Service:
-    """The loop's state: one engine, one client (so one token across cycles), metrics."""
+    """The loop's state: one engine, a client per account (so a token per account across
+    cycles), the workers of per-site requests, metrics and health."""
 
     def __init__(self, settings: Settings, secrets: Secrets | None = None) -> None:
         self.settings = settings
@@ -41,21 +55,28 @@ class Service:
         self.shutdown = Shutdown(settings.stop_timeout_seconds)
         self.exit_code = EX_OK
         self.engine = build_engine(settings)
-        # Retry back-offs end at a stop's cutoff.
-        self.client = build_client(
+        self.clients = build_clients(
             settings, self.engine, sleep=self.shutdown.sleep, secrets=secrets
         )
+        self.transport = next(iter(self.clients.values())).transport
         self.options = cycle_options(settings)
         self.upkeep = Upkeep()
         # The requests of a cycle, SYNC_HTTP_CONCURRENCY at a time; kept across cycles.
         self.pool = ThreadPoolExecutor(settings.http_concurrency, thread_name_prefix="fetch")
-        names = tuple(resource.name for resource in settings.resource_list)
-        self.metrics = Metrics(resources=names)
-        self.health = Health(settings.health_max_age, mask=secrets.mask, resources=names)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        accounts = tuple(account.name for account in settings.account_list)
+        names = tuple(dict.fromkeys(r.name for a in settings.account_list for r in a.resources))
+        partners = tuple(a.partner_id for a in settings.account_list if a.partner_id)
+        self.metrics = Metrics(accounts=accounts, resources=names, partners=partners)
+        self.health = Health(
+            settings.health_max_age, mask=secrets.mask, resources=names, accounts=accounts
+        )
         self._in_flight = threading.Lock()
         self._schema_ready = False
+        # When an account whose partner is not known yet may next ask for a token.
+        self._identity_due: dict[str, float] = {}
 
-    def cycle(self) -> None:
+    def tick(self) -> None:
         """One scheduled tick; never raises, so one failing cycle never ends the loop."""
         if self.shutdown.requested or not self._in_flight.acquire(blocking=False):
             return
@@ -63,33 +84,93 @@ class Service:
             if not self._schema_ready:
                 ensure_schema(self.engine, auto_migrate=self.settings.auto_migrate)
                 self._schema_ready = True
-            results = run_account(
-                self.engine,
-                self.client,
-                self.options,
-                self.settings.resource_list,
-                upkeep=self.upkeep,
-                stop=self.shutdown,
-                pool=self.pool,
-            )
-            for result in results:
-                self.metrics.observe(result, self.client.tokens.requests_by_grant)
-                self.health.record(result)
+            self.work()
         except ConfigError as error:
             # The schema is ahead of this code or migrations are off: ticking again cannot help.
             log.error("stopping: %s", error)
             self.exit_code = EX_CONFIG
             self.shutdown.request("configuration error")
         except SyncError as error:
-            log.error("cycle could not start: %s", error)
-            for resource in self.settings.resource_list:
-                self.metrics.cycles.labels(resource.name, "failed").inc()
+            log.error("could not look for due work: %s", error)
         except Exception:
-            log.exception("unexpected error in a cycle; the loop goes on")
-            for resource in self.settings.resource_list:
-                self.metrics.cycles.labels(resource.name, "failed").inc()
+            log.exception("unexpected error in a tick; the loop goes on")
         finally:
             self._in_flight.release()
+
+    def work(self) -> None:
+        """Sync due lists, most overdue first, until none that this process can claim is due."""
+        keys: dict[tuple[str, str], tuple[Account, Resource]] = {}
+        for account in self.settings.account_list:
+            partner = self.partner_of(account)
+            if partner is not None:
+                for resource in account.resources:
+                    keys[(resource.name, partner)] = (account, resource)
+        while not self.shutdown.requested:
+            for key in store.due(self.engine, keys):
+                if self.shutdown.requested:
+                    return
+                account, resource = keys[key]
+                if store.claim(self.engine, key, self.interval_of(resource), self.owner):
+                    self.observe(self.run(account, resource))
+                    break  # look again: another replica may have taken what was due next
+            else:
+                return
+
+    def run(self, account: Account, resource: Resource) -> RunResult:
+        client = self.clients[account.name]
+        cycle = Cycle(
+            self.engine, client, self.options, resource, upkeep=self.upkeep, now=utc_now,
+            monotonic=time.monotonic, stop=self.shutdown, pool=self.pool, account=account.name,
+        )  # fmt: skip
+        try:
+            # The token in hand (no request) confirms the partner, or says it is paused.
+            partner = client.tokens.partner(
+                Deadline(self.options.cycle_timeout_seconds, time.monotonic, self.shutdown)
+            )
+        except BaseException as error:
+            return cycle.failed(error)
+        return cycle.run(partner)
+
+    def partner_of(self, account: Account) -> str | None:
+        """The account's partner: configured, remembered, or (at most once an interval) from a
+        token. None while it cannot be known, e.g. while refused credentials are paused."""
+        tokens = self.clients[account.name].tokens
+        known = tokens.known_partner
+        if known is not None:
+            return known
+        if time.monotonic() < self._identity_due.get(account.name, 0.0):
+            return None
+        self._identity_due[account.name] = time.monotonic() + self.settings.interval_seconds
+        try:
+            return tokens.partner(
+                Deadline(self.options.cycle_timeout_seconds, time.monotonic, self.shutdown)
+            )
+        except SyncError as error:
+            result = Cycle(
+                self.engine, self.clients[account.name], self.options, account.resources[0],
+                upkeep=self.upkeep, now=utc_now, monotonic=time.monotonic, stop=self.shutdown,
+                account=account.name,
+            ).failed(error)  # fmt: skip
+            self.observe(result)
+            if not isinstance(error, AuthPausedError):
+                log.error("account %s: no partner to sync for: %s", account.name, error)
+            return None
+
+    def interval_of(self, resource: Resource) -> float:
+        """Until the list is next due: its interval, or until the next cron time."""
+        if self.settings.cron:
+            now = datetime.now(UTC)
+            upcoming = CronTrigger.from_crontab(
+                self.settings.cron, timezone=UTC
+            ).get_next_fire_time(None, now + timedelta(seconds=1))
+            return max(1.0, float((upcoming - now).total_seconds()) - 1.0)
+        return self.settings.interval_of(resource.name)
+
+    def observe(self, result: RunResult) -> None:
+        client = self.clients.get(result.account)
+        grants = client.tokens.requests_by_grant if client is not None else {}
+        self.metrics.observe(result, grants, account=result.account)
+        self.health.record(result)
 
     @property
     def busy(self) -> bool:
@@ -104,7 +185,8 @@ class Service:
 def _trigger(settings: Settings) -> IntervalTrigger | CronTrigger:
     if settings.cron:
         return CronTrigger.from_crontab(settings.cron, timezone=UTC)
-    return IntervalTrigger(seconds=settings.interval_seconds, timezone=UTC)
+    intervals = [settings.interval_of(r.name) for a in settings.account_list for r in a.resources]
+    return IntervalTrigger(seconds=min(TICK_SECONDS, *intervals), timezone=UTC)
 
 
 def run_service(settings: Settings, secrets: Secrets | None = None) -> int:
@@ -143,7 +225,7 @@ def run_service(settings: Settings, secrets: Secrets | None = None) -> int:
 
     jitter = random.uniform(0, settings.start_jitter_seconds)
     scheduler.add_job(
-        service.cycle,
+        service.tick,
         _trigger(settings),
         id=JOB_ID,
         max_instances=1,
@@ -154,10 +236,12 @@ def run_service(settings: Settings, secrets: Secrets | None = None) -> int:
     )
     scheduler.start()
     log.info(
-        "service started: %s; database %s",
+        "service started as %s: %s; %d account(s); database %s",
+        service.owner,
         f"cron {settings.cron!r} (UTC)"
         if settings.cron
         else f"every {settings.interval_seconds:g}s",
+        len(settings.account_list),
         settings.database_url_for_display,
     )
     try:
@@ -170,7 +254,7 @@ def run_service(settings: Settings, secrets: Secrets | None = None) -> int:
             lambda: service.busy,
             service.join,
             service.shutdown,
-            service.client.transport.abort,
+            service.transport.abort,
             exit_code=service.exit_code,
         )
         if server is not None:

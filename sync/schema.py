@@ -12,17 +12,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-from sync.resources import KEY_TEXT_LENGTH, REGISTRY, Resource
+from sync.resources import KEY_TEXT_LENGTH, PARTNER_ID_LENGTH, REGISTRY, Resource
 
 # The Alembic revision this package's code expects. Comparing it with alembic_version lets
 # `once` skip loading Alembic when the schema is already current (tests keep it at head).
-SCHEMA_REVISION = "0007"
+SCHEMA_REVISION = "0008"
 
 ACTIONS = ("insert", "update", "delete", "restore")
 # interrupted: cut short by a stop (SIGTERM) before it committed; partial: a per-site list
 # whose sites did not all answer (the others committed).
 RUN_STATUSES = ("running", "success", "failed", "skipped", "interrupted", "partial")
-PARTNER_ID_LENGTH = 64
 ERROR_TEXT_LENGTH = 2000
 
 
@@ -238,4 +237,26 @@ sync_state = sa.Table(
     sa.Column("partner_id", sa.String(PARTNER_ID_LENGTH), primary_key=True),
     sa.Column("last_write_at", UTCDateTime(), nullable=False),
     sa.Column("last_run_id", id_type(), nullable=True),
+    # Work sharing between replicas (sync.store.schedule): when the list is next due, and
+    # which process last claimed it. Times come from the database's clock.
+    sa.Column("next_due_at", UTCDateTime(), nullable=True),
+    sa.Column("claimed_by", sa.String(128), nullable=True),
+    sa.Column("claimed_at", UTCDateTime(), nullable=True),
+)
+
+# The API's rate budget, shared by every process on this database (sync.store.budget): one
+# row per call in the last window, and the pause every process honours after a 429.
+sync_rate_calls = sa.Table(
+    "sync_rate_calls",
+    metadata,
+    sa.Column("id", id_type(), primary_key=True, autoincrement=True),
+    sa.Column("budget", sa.String(64), nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Index(None, "budget", "at"),
+)
+sync_rate_state = sa.Table(
+    "sync_rate_state",
+    metadata,
+    sa.Column("budget", sa.String(64), primary_key=True),
+    sa.Column("blocked_until", UTCDateTime(), nullable=True),
 )

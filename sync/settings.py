@@ -7,16 +7,30 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sync.accounts import SINGLE_ACCOUNT, Account, Credentials, named_accounts, parse_account_names
 from sync.errors import ConfigError
-from sync.resources import DEFAULT_RESOURCES, REGISTRY, Resource, in_sync_order
-from sync.schema import PARTNER_ID_LENGTH
+from sync.resources import (
+    DEFAULT_RESOURCES,
+    PARTNER_ID_LENGTH,
+    REGISTRY,
+    Resource,
+    parse_resource_names,
+)
 
 ENV_PREFIX = "SYNC_"
 DEFAULT_AUTH_URL = "https://partner.comm100.io/oauth/token"
@@ -77,25 +91,52 @@ class DatabaseSettings(BaseSettings):
     health_max_age_seconds: float | None = Field(default=None, gt=0)
     # The lists to mirror (sync.resources.REGISTRY); `status` reports on the same ones.
     resources: str = ",".join(DEFAULT_RESOURCES)
+    # CALLS/SECONDS shared by every process on this database and every account; 0: no limit.
+    rate_limit: str = "270/300"
+    # Per-list periods, e.g. "agents=3600,departments=86400"; the rest use the interval.
+    resource_intervals: str = ""
 
     @field_validator("resources")
     @classmethod
     def _resources(cls, value: str) -> str:
-        names = [name.strip().lower() for name in value.split(",") if name.strip()]
-        unknown = [name for name in names if name not in REGISTRY]
-        if unknown:
-            raise ValueError(f"unknown list(s) {', '.join(unknown)}; known: {', '.join(REGISTRY)}")
-        if not names:
-            raise ValueError(f"name at least one list of: {', '.join(REGISTRY)}")
-        per_site = [name for name in names if REGISTRY[name].site_scoped]
-        if per_site and "sites" not in names:
-            raise ValueError(f"{', '.join(per_site)} are fetched per site: add sites to the list")
-        return ",".join(r.name for r in in_sync_order(names))
+        return ",".join(r.name for r in parse_resource_names(value))
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        value = value.strip()
+        if value == "0":
+            return value
+        calls, slash, seconds = value.partition("/")
+        try:
+            if not slash or int(calls) < 1 or float(seconds) <= 0:
+                raise ValueError
+        except ValueError:
+            raise ValueError("expected CALLS/SECONDS (e.g. 270/300), or 0 for no limit") from None
+        return f"{int(calls)}/{float(seconds):g}"
+
+    @field_validator("resource_intervals")
+    @classmethod
+    def _resource_intervals(cls, value: str) -> str:
+        parsed = _parse_intervals(value)
+        return ",".join(f"{name}={seconds:g}" for name, seconds in parsed.items())
+
+    @property
+    def rate(self) -> tuple[int, float] | None:
+        """(calls, seconds) of the shared budget, or None without one."""
+        if self.rate_limit == "0":
+            return None
+        calls, _, seconds = self.rate_limit.partition("/")
+        return int(calls), float(seconds)
+
+    def interval_of(self, resource: str) -> float:
+        """How often a list syncs: its SYNC_RESOURCE_INTERVALS entry, else the interval."""
+        return _parse_intervals(self.resource_intervals).get(resource, self.interval_seconds)
 
     @property
     def resource_list(self) -> tuple[Resource, ...]:
         """The lists to sync, partner lists first (sites before the per-site ones)."""
-        return tuple(in_sync_order(self.resources.split(",")))
+        return parse_resource_names(self.resources)
 
     @field_validator("log_format", "log_level", mode="before")
     @classmethod
@@ -141,10 +182,14 @@ class DatabaseSettings(BaseSettings):
 class Settings(DatabaseSettings):
     """Everything `once` and `run` need: credentials, endpoints, limits."""
 
-    client_id: str = Field(min_length=1)
-    email: str = Field(min_length=1)
-    password: SecretStr
+    # One account from these three, unless SYNC_ACCOUNTS names several (see sync.accounts).
+    client_id: str | None = None
+    email: str | None = None
+    password: SecretStr | None = None
     partner_id: str | None = None
+    accounts: str | None = None
+    # The accounts of SYNC_ACCOUNTS, read by load() from the same sources (see sync.accounts).
+    _accounts: tuple[Account, ...] | None = PrivateAttr(default=None)
     # After a refused password grant, the next one waits one interval, doubling up to this.
     auth_backoff_max_seconds: float = Field(default=21600.0, gt=0)
     # Set: tokens are kept in the database sealed with a key derived from this secret.
@@ -174,13 +219,6 @@ class Settings(DatabaseSettings):
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     metrics_host: str = "0.0.0.0"
 
-    @field_validator("password")
-    @classmethod
-    def _password_not_empty(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value():
-            raise ValueError("must not be empty")
-        return value
-
     @field_validator("partner_id")
     @classmethod
     def _partner_id(cls, value: str | None) -> str | None:
@@ -200,6 +238,39 @@ class Settings(DatabaseSettings):
                 "(e.g. the output of `openssl rand -base64 32`)"
             )
         return SecretStr(value.get_secret_value().strip())
+
+    @field_validator("password")
+    @classmethod
+    def _password_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("client_id", "email")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("accounts")
+    @classmethod
+    def _account_names(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return ",".join(parse_account_names(value))
+
+    @model_validator(mode="after")
+    def _one_account_or_several(self) -> Settings:
+        if self.accounts is None:
+            missing = [
+                f"{ENV_PREFIX}{name.upper()}: is required"
+                for name in ("client_id", "email", "password")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError("; ".join(missing))
+        return self
 
     @field_validator("cron")
     @classmethod
@@ -245,10 +316,39 @@ class Settings(DatabaseSettings):
         return f"{self.api_url}/global/platforms"
 
     def secret_values(self) -> list[str]:
-        values = [*super().secret_values(), self.password.get_secret_value()]
+        values = [*super().secret_values()]
+        if self.password is not None:
+            values.append(self.password.get_secret_value())
         if self.token_cache_key is not None:
             values.append(self.token_cache_key.get_secret_value())
-        return values
+        values += [account.credentials.password for account in self.account_list]
+        return list(dict.fromkeys(values))
+
+    @property
+    def account_list(self) -> tuple[Account, ...]:
+        """The partner accounts: those of SYNC_ACCOUNTS, or the one from SYNC_CLIENT_ID…"""
+        if self._accounts is not None:
+            return self._accounts
+        assert self.client_id and self.email and self.password  # _one_account_or_several
+        credentials = Credentials(self.client_id, self.email, self.password.get_secret_value())
+        return (Account(SINGLE_ACCOUNT, credentials, self.partner_id, self.resource_list),)
+
+
+def _parse_intervals(value: str) -> dict[str, float]:
+    """ "agents=3600,departments=86400" → {"agents": 3600.0, ...}; ValueError says why not."""
+    intervals: dict[str, float] = {}
+    for part in (p.strip() for p in value.split(",") if p.strip()):
+        name, equals, seconds = part.partition("=")
+        name = name.strip().lower()
+        if name not in REGISTRY:
+            raise ValueError(f"unknown list {name!r}; known: {', '.join(REGISTRY)}")
+        try:
+            intervals[name] = float(seconds)
+            if not equals or intervals[name] <= 0:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"{name}: expected a number of seconds, as in {name}=3600") from None
+    return intervals
 
 
 def _secrets_dir() -> str | None:
@@ -292,11 +392,49 @@ def load(kind: type[DatabaseSettings] = Settings, **overrides: Any) -> Any:
     env_file = os.environ.get(f"{ENV_PREFIX}ENV_FILE", ".env")
     if env_file and env_file != ".env" and not Path(env_file).is_file():
         raise ConfigError(f"invalid settings: {ENV_PREFIX}ENV_FILE: no such file: {env_file}")
+    secrets_dir = _secrets_dir()
     try:
-        return kind(  # type: ignore[call-arg]
-            _env_file=env_file or None, _secrets_dir=_secrets_dir(), **overrides
+        loaded = kind(  # type: ignore[call-arg]
+            _env_file=env_file or None, _secrets_dir=secrets_dir, **overrides
         )
+        if isinstance(loaded, Settings) and loaded.accounts is not None:
+            lookup = _lookup(env_file or None, secrets_dir)
+            loaded._accounts = named_accounts(
+                loaded.accounts.split(","), lookup, loaded.resource_list
+            )
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"invalid settings: cannot read .env or secrets: {exc}") from None
+    return loaded
+
+
+def _lookup(env_file: str | None, secrets_dir: str | None) -> Callable[[str], str | None]:
+    """Reads one variable as pydantic-settings would: the environment, then .env, then a file
+    of the secrets directory named like it (case ignored, a trailing newline dropped)."""
+    from dotenv import dotenv_values
+
+    dotenv = {
+        key.upper(): value
+        for key, value in (dotenv_values(env_file) if env_file and Path(env_file).is_file()
+                           else {}).items()
+        if value is not None
+    }  # fmt: skip
+    files = (
+        {path.name.upper(): path for path in Path(secrets_dir).iterdir() if path.is_file()}
+        if secrets_dir
+        else {}
+    )
+    environment = {key.upper(): value for key, value in os.environ.items()}
+
+    def lookup(name: str) -> str | None:
+        name = name.upper()
+        if name in environment:
+            return environment[name]
+        if name in dotenv:
+            return dotenv[name]
+        if name in files:
+            return files[name].read_text(encoding="utf-8").rstrip("\r\n")
+        return None
+
+    return lookup

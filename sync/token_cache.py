@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy.engine import Engine
 
 from sync import store
-from sync.auth import Credentials, SavedToken
+from sync.accounts import Credentials
+from sync.auth import SavedToken
 from sync.errors import SyncError
 
 log = logging.getLogger(__name__)

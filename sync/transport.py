@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
@@ -32,6 +32,22 @@ log = logging.getLogger(__name__)
 USER_AGENT = f"comm100-sync/{__version__}"
 READ_CHUNK_BYTES = 256 * 1024
 CONNECT_TIMEOUT_CAP_SECONDS = 10.0
+
+
+class Budget(Protocol):
+    """The API's rate budget (sync.store.budget.SharedBudget): every request takes a slot."""
+
+    def reserve(self) -> float:
+        """0.0 when a slot was taken; else the seconds to wait before asking again."""
+        ...
+
+    def pause(self, seconds: float) -> None:
+        """A 429: every process holds its requests for `seconds`."""
+        ...
+
+
+# A 429 without a Retry-After pauses everyone this long.
+DEFAULT_429_PAUSE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -97,9 +113,11 @@ class Transport:
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         sockets: OpenSockets | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.session = session
         self.sockets = sockets
+        self.budget = budget
         self.session.headers["User-Agent"] = USER_AGENT
         self.policy = policy
         self.timeout_seconds = timeout_seconds
@@ -148,6 +166,9 @@ class Transport:
                 retry_after = parse_retry_after(
                     response.headers.get("Retry-After"), self._wall_clock()
                 )
+                if status == 429 and self.budget is not None:
+                    # Every process sharing the budget holds its requests, not just this one.
+                    self.budget.pause(retry_after or DEFAULT_429_PAUSE_SECONDS)
             decision = decide(
                 failure,
                 attempt=attempt,
@@ -178,7 +199,26 @@ class Transport:
             )
             self._sleep(decision.delay_seconds)
 
+    def _take_slot(self, label: str, url: str, deadline: Deadline) -> None:
+        """Wait for a slot of the shared rate budget, within the deadline."""
+        if self.budget is None:
+            return
+        while (wait := self.budget.reserve()) > 0:
+            if wait >= deadline.remaining():
+                if deadline.stopping:
+                    raise InterruptedCycleError(
+                        f"{label}: stopped while waiting for the rate budget; nothing was committed"
+                    )
+                raise UnavailableError(
+                    f"{label}: the shared rate budget has no slot before the cycle deadline "
+                    f"(next in {wait:.0f}s): raise the interval or SYNC_CYCLE_TIMEOUT_SECONDS",
+                    endpoint=endpoint_of(url),
+                )
+            log.debug("%s: waiting %.2fs for the rate budget", label, wait)
+            self._sleep(wait)
+
     def _attempt(self, method: str, url: str, deadline: Deadline, **kwargs: Any) -> HttpResponse:
+        self._take_slot(f"{method} {endpoint_of(url)}", url, deadline)
         remaining = deadline.remaining()
         if remaining <= 0:
             # Nothing was sent, so even a POST could go again; decide() sees no time left.

@@ -1,6 +1,7 @@
 """Reads and writes the synced tables, the audit trail and sync_runs; never the HTTP side."""
 
 from sync.store.auth_state import (
+    logins,
     paused_logins,
     read_auth_state,
     read_sealed_token,
@@ -21,18 +22,22 @@ from sync.store.runs import (
     start_run,
     unchanged_snapshot,
 )
+from sync.store.schedule import claim, due, schedule
 from sync.store.schema_version import current_revision
 from sync.store.snapshot import apply_snapshot
 
 __all__ = [
     "active_site_ids",
     "apply_snapshot",
+    "claim",
     "create_engine",
     "current_revision",
     "describe_db_error",
+    "due",
     "fail_abandoned_runs",
     "finish_run_now",
     "last_success",
+    "logins",
     "named_lock",
     "paused_logins",
     "prune_runs",
@@ -40,6 +45,7 @@ __all__ = [
     "read_sealed_token",
     "recent_runs",
     "record_run",
+    "schedule",
     "start_run",
     "translate_errors",
     "unchanged_snapshot",

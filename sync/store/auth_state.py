@@ -133,3 +133,11 @@ def write_sealed_token(engine: Engine, login_key: str, sealed: str, now: datetim
             sync_token_cache,
             {"login_key": login_key, "sealed": sealed, "updated_at": now},
         )
+
+
+def logins(engine: Engine) -> list[dict[str, Any]]:
+    """Every login's account name and last known partner (for `status`)."""
+    table = sync_auth_state
+    with translate_errors("reading sync_auth_state"), engine.connect() as conn:
+        rows = conn.execute(sa.select(table.c.account, table.c.partner_id)).mappings()
+        return [dict(row) for row in rows]

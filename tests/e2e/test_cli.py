@@ -251,12 +251,12 @@ def test_status_reports_runs_and_health(env: dict[str, str]) -> None:
     assert sync(env, "once").returncode == 0
     done = sync(env, "status", "--json")
     assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
-    assert report["healthy"] is True
-    (platforms,) = report["lists"]
-    assert (platforms["resource"], platforms["partner_id"]) == ("platforms", "10000")
-    assert (platforms["rows"], platforms["deleted_rows"]) == (3, 0)
-    assert report["runs"][0]["status"] == "success"
+    (platforms,) = json.loads(done.stdout)
+    assert (platforms["resource"], platforms["partner_id"], platforms["account"]) == (
+        "platforms", "10000", "default",
+    )  # fmt: skip
+    assert (platforms["rows"], platforms["deleted_rows"], platforms["healthy"]) == (3, 0, True)
+    assert platforms["last_success_at"] and platforms["last_failure_at"] is None
     text = sync(env, "status")
     assert text.returncode == 0 and "health: OK" in text.stdout
 
@@ -265,9 +265,11 @@ def test_status_is_unhealthy_when_the_last_success_is_too_old(env: dict[str, str
     assert sync(env, "once").returncode == 0
     # A millisecond: older than any success a finished process can have left.
     env["SYNC_HEALTH_MAX_AGE_SECONDS"] = "0.001"
-    done = sync(env, "status", "--json")
+    done = sync(env, "status")
     assert done.returncode == 1
-    assert "last success" in json.loads(done.stdout)["reason"]
+    assert "platforms of partner 10000: last success" in done.stdout
+    (platforms,) = json.loads(sync(env, "status", "--json").stdout)
+    assert platforms["healthy"] is False
 
 
 def test_demo_shows_every_kind_of_change(tmp_path: Path) -> None:

@@ -253,13 +253,16 @@ def test_metrics_parse_and_healthz_turns_503_when_syncs_stop_succeeding(
         families = {f.name: f for f in text_string_to_metric_families(text)}
         cycles = families["comm100_sync_cycles"]
         assert any(
-            s.labels == {"resource": "platforms", "status": "success"} and s.value >= 2
+            s.labels == {"partner_id": "10000", "resource": "platforms", "status": "success"}
+            and s.value >= 2
             for s in cycles.samples
         )
         assert "comm100_sync_last_success_timestamp_seconds" in families
         assert "comm100_sync_cycle_duration_seconds" in families
         tokens = families["comm100_sync_token_requests"]
-        assert [s.value for s in tokens.samples if s.name.endswith("_total")] == [1.0]
+        assert [(s.labels, s.value) for s in tokens.samples if s.name.endswith("_total")] == [
+            ({"account": "default", "grant": "password"}, 1.0)
+        ]
         emulator.inject("platforms", Fault(kind="status", status=500), times=None)
         wait_until(
             lambda: requests.get(f"{base}/healthz", timeout=5).status_code == 503,

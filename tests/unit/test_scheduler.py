@@ -28,13 +28,15 @@ def result(status: str, **counts: int) -> RunResult:
     return RunResult(status, 1, "10000", "platforms", 0.05, counts, error)
 
 
-def test_the_interval_drives_the_loop_by_default(
-    credentials: None, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("interval", "tick"), [("90", 5), ("2", 2), ("0.3", 0.3)])
+def test_the_loop_looks_for_due_work_every_few_seconds_or_every_interval(
+    credentials: None, monkeypatch: pytest.MonkeyPatch, interval: str, tick: float
 ) -> None:
-    monkeypatch.setenv("SYNC_INTERVAL_SECONDS", "90")
+    """Due work is kept in the database; a tick only looks for it, so it can be frequent."""
+    monkeypatch.setenv("SYNC_INTERVAL_SECONDS", interval)
     trigger = _trigger(load(Settings))
     assert isinstance(trigger, IntervalTrigger)
-    assert trigger.interval.total_seconds() == 90
+    assert trigger.interval.total_seconds() == tick
 
 
 def test_a_cron_expression_replaces_the_interval(
@@ -89,41 +91,48 @@ def test_health_is_stale_when_any_list_is_and_names_it(clock: FakeClock) -> None
     assert "no successful sites cycle since start" in body["reason"]
 
 
+def sample_values(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for s in family.samples
+    }
+
+
 def test_metrics_count_cycles_rows_and_token_requests_by_delta() -> None:
     metrics = Metrics()
     metrics.observe(result("success", inserted=3, unchanged=0), {"password": 1}, now=1000.0)
     metrics.observe(result("success", updated=1, unchanged=2), {"password": 1}, now=1300.0)
     metrics.observe(result("failed"), {"password": 1, "refresh_token": 1})
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(metrics.render().decode())
-        for s in family.samples
-    }
-    assert (
-        samples[("comm100_sync_cycles_total", (("resource", "platforms"), ("status", "success")))]
-        == 2
-    )
-    assert (
-        samples[("comm100_sync_cycles_total", (("resource", "platforms"), ("status", "failed")))]
-        == 1
-    )
-    assert (
-        samples[
-            ("comm100_sync_rows_changed_total", (("action", "insert"), ("resource", "platforms")))
-        ]
-        == 3
-    )
-    assert samples[("comm100_sync_token_requests_total", (("grant", "password"),))] == 1
-    assert samples[("comm100_sync_token_requests_total", (("grant", "refresh_token"),))] == 1
-    assert (
-        samples[("comm100_sync_last_success_timestamp_seconds", (("resource", "platforms"),))]
-        == 1300.0
-    )
+    samples = sample_values(metrics)
+    lists = (("partner_id", "10000"), ("resource", "platforms"))
+
+    assert samples[("comm100_sync_cycles_total", (*lists, ("status", "success")))] == 2
+    assert samples[("comm100_sync_cycles_total", (*lists, ("status", "failed")))] == 1
+    assert samples[("comm100_sync_rows_changed_total", (("action", "insert"), *lists))] == 3
+    grants = "comm100_sync_token_requests_total"
+    assert samples[(grants, (("account", "default"), ("grant", "password")))] == 1
+    assert samples[(grants, (("account", "default"), ("grant", "refresh_token")))] == 1
+    assert samples[("comm100_sync_last_success_timestamp_seconds", lists)] == 1300.0
+
+
+def test_token_requests_are_counted_per_account() -> None:
+    metrics = Metrics(accounts=("acme", "globex"))
+    metrics.observe(result("success"), {"password": 1}, account="acme")
+    metrics.observe(result("success"), {"password": 1}, account="globex")
+    metrics.observe(result("success"), {"password": 2}, account="acme")
+
+    samples = sample_values(metrics)
+
+    grants = "comm100_sync_token_requests_total"
+    assert samples[(grants, (("account", "acme"), ("grant", "password")))] == 2
+    assert samples[(grants, (("account", "globex"), ("grant", "password")))] == 1
 
 
 def test_cycle_series_exist_at_zero_before_the_first_cycle() -> None:
     """increase() needs a sample before the first failure, or an alert misses it."""
-    families = {f.name: f for f in text_string_to_metric_families(Metrics().render().decode())}
+    metrics = Metrics(resources=("platforms",), partners=("10000",))
+    families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
     statuses = {
         s.labels["status"]: s.value
         for s in families["comm100_sync_cycles"].samples

@@ -1,0 +1,104 @@
+"""The Partner API's rate budget, shared by every process on this database and every account.
+
+A sliding window: one row per call in sync_rate_calls, counted under a row lock on the budget's
+sync_rate_state row (SQLite: its write lock), so that no two processes can both take the last
+slot. Never more than CALLS calls in any SECONDS-long window. After a 429, every process waits
+until its Retry-After has passed (blocked_until). All times are the database's.
+
+pyrate-limiter was considered: its PostgreSQL and SQLite buckets take the same kind of lock (an
+exclusive table lock, then a count), but they create their tables at run time (a DML-only
+account cannot), refuse a call on lock contention instead of queueing it (replicas would waste
+their budget), know no MariaDB, and have no shared pause after a 429.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from sync.schema import sync_rate_calls, sync_rate_state
+from sync.store.clock import as_utc, now_column
+from sync.store.engine import SQLITE_BEGIN, translate_errors
+from sync.store.upsert import insert_missing
+
+# Old rows are deleted once every this many calls a process takes.
+_PRUNE_EVERY = 50
+# A freed slot is tried a little after it frees, so the retry does not find it still taken.
+_MARGIN_SECONDS = 0.005
+
+
+class SharedBudget:
+    """CALLS per SECONDS for everything that shares the database (sync.transport.Budget)."""
+
+    def __init__(self, engine: Engine, calls: int, seconds: float, name: str = "partner-api"):
+        self.engine, self.calls, self.window, self.name = engine, calls, seconds, name
+        self._ready = False
+        self._taken = 0
+
+    def __repr__(self) -> str:
+        return f"SharedBudget({self.calls}/{self.window:g}s)"
+
+    def reserve(self) -> float:
+        """Take a slot for one call now and return 0.0, or return how many seconds to wait
+        before asking again (the budget is spent, or a 429 paused every process).
+
+        Raises:
+            StoreError: the database failed.
+        """
+        calls = sync_rate_calls
+        with translate_errors("taking a slot of the rate budget"), self.engine.connect() as conn:
+            conn = conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+            with conn.begin():
+                if not self._ready:
+                    insert_missing(conn, sync_rate_state, {"budget": self.name})
+                    self._ready = True
+                blocked, now = conn.execute(
+                    sa.select(sync_rate_state.c.blocked_until, now_column(conn))
+                    .where(sync_rate_state.c.budget == self.name)
+                    .with_for_update()
+                ).one()
+                now = as_utc(now)
+                if blocked is not None and blocked > now:
+                    return float((blocked - now).total_seconds())
+                since = now - timedelta(seconds=self.window)
+                in_window = (calls.c.budget == self.name, calls.c.at > since)
+                used = conn.execute(sa.select(sa.func.count()).where(*in_window)).scalar_one()
+                if used < self.calls:
+                    conn.execute(sa.insert(calls).values(budget=self.name, at=now))
+                    self._taken += 1
+                    if self._taken % _PRUNE_EVERY == 1:
+                        conn.execute(
+                            sa.delete(calls).where(calls.c.budget == self.name, calls.c.at <= since)
+                        )
+                    return 0.0
+                # The slot frees when the call that makes the window full leaves it.
+                oldest = conn.execute(
+                    sa.select(calls.c.at)
+                    .where(*in_window)
+                    .order_by(calls.c.at)
+                    .offset(used - self.calls)
+                    .limit(1)
+                ).scalar_one()
+                wait = (as_utc(oldest) - since).total_seconds() + _MARGIN_SECONDS
+                return max(_MARGIN_SECONDS, wait)
+
+    def pause(self, seconds: float) -> None:
+        """Hold every process's calls for `seconds` from now (a 429's Retry-After)."""
+        with translate_errors("pausing the rate budget"), self.engine.connect() as conn:
+            conn = conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+            with conn.begin():
+                insert_missing(conn, sync_rate_state, {"budget": self.name})
+                blocked, now = conn.execute(
+                    sa.select(sync_rate_state.c.blocked_until, now_column(conn))
+                    .where(sync_rate_state.c.budget == self.name)
+                    .with_for_update()
+                ).one()
+                until = as_utc(now) + timedelta(seconds=seconds)
+                if blocked is None or blocked < until:
+                    conn.execute(
+                        sa.update(sync_rate_state)
+                        .where(sync_rate_state.c.budget == self.name)
+                        .values(blocked_until=until)
+                    )
