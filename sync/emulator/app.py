@@ -35,7 +35,7 @@ from sync.emulator.lists import (
 from sync.emulator.ratelimit import RateLimiter, too_many_requests
 from sync.emulator.records import RequestLog, RequestRecord
 from sync.emulator.replies import Reply, dump_json, error_reply
-from sync.emulator.tokens import TokenAuthority
+from sync.emulator.tokens import Login, TokenAuthority
 
 DEFAULT_CLIENT_ID = "demo-client"
 DEFAULT_EMAIL = "demo@example.com"
@@ -114,6 +114,8 @@ class Emulator:
         self._lock = threading.Lock()
         self._in_flight = self._max_in_flight = 0
         self._lists = ListStore()
+        # Partners added with add_partner(): their own lists, reached with their own tokens.
+        self._partner_lists: dict[str, ListStore] = {}
         self._icon_serials = itertools.count(1)
         self.load(default_document() if data is None else data)
         if platforms is not None:
@@ -203,6 +205,7 @@ class Emulator:
         items: Sequence[Mapping[str, object]],
         *,
         site_id: int | None = None,
+        partner: str | None = None,
     ) -> None:
         """Replace one list; objects are served as given, extra fields included.
 
@@ -210,17 +213,26 @@ class Emulator:
             name: one of LIST_NAMES; "site_products" is a site's /products list.
             items: the objects, copied in.
             site_id: the site, for a per-site list (SITE_LISTS) only.
+            partner: a partner added with add_partner (default: the first account's).
 
         Raises:
             ValueError: unknown name, or site_id given to a partner list or missing for a
                 per-site one, or an item that is not an object.
             TypeError: a value that JSON cannot carry.
         """
-        self._lists.set(list_route(name, site_id), items)
+        self._partner_store(partner).set(list_route(name, site_id), items)
 
-    def get_list(self, name: str, *, site_id: int | None = None) -> Items:
+    def get_list(
+        self, name: str, *, site_id: int | None = None, partner: str | None = None
+    ) -> Items:
         """A copy of one list (empty if never set); same arguments as set_list."""
-        return self._lists.get(list_route(name, site_id))
+        return self._partner_store(partner).get(list_route(name, site_id))
+
+    def _partner_store(self, partner: str | None) -> ListStore:
+        if partner is None or partner == self.partner_id:
+            return self._lists
+        with self._lock:
+            return self._partner_lists[partner]
 
     def set_sites(self, sites: Sequence[Mapping[str, object]]) -> None:
         """Replace the site list; the per-site lists of sites left out stay as they are."""
@@ -295,6 +307,28 @@ class Emulator:
 
     def clear_faults(self) -> None:
         self._faults.clear()
+
+    def add_partner(
+        self,
+        partner_id: str,
+        *,
+        client_id: str,
+        email: str,
+        password: str,
+        data: Mapping[str, object] | None = None,
+    ) -> None:
+        """Another partner account: its own login, and its own lists (the default account's
+        data, or `data`), served to requests that carry its tokens."""
+        lists = ListStore()
+        lists.replace(document_lists(default_document() if data is None else data))
+        with self._lock:
+            self._partner_lists[partner_id] = lists
+        self._tokens.add_login(Login(client_id, email, password, partner_id))
+
+    def _store_for(self, authorization: str | None) -> ListStore:
+        partner = self._tokens.partner_of(authorization)
+        with self._lock:
+            return self._partner_lists.get(partner, self._lists)
 
     def set_password(self, password: str) -> None:
         """Change the account's password, as a partner does in Comm100's portal."""
@@ -424,20 +458,21 @@ class Emulator:
             challenge = f'Bearer error="invalid_token", error_description="{problem}"'
             headers = (("WWW-Authenticate", challenge),)
             return error_reply(401, "invalid_token", problem, headers=headers)
+        lists = self._store_for(incoming.header("Authorization"))
         if route.site_id is not None:
-            refusal = self._lists.refusal(route.site_id)
+            refusal = lists.refusal(route.site_id)
             if refusal is not None:
                 return error_reply(*refusal)
         self._count(f"{name}_ok")
-        return Reply(200, self._list_body(route, incoming.query))
+        return Reply(200, self._list_body(lists, route, incoming.query))
 
-    def _list_body(self, route: ListRoute, query: dict[str, str]) -> bytes:
+    def _list_body(self, lists: ListStore, route: ListRoute, query: dict[str, str]) -> bytes:
         name = route.spec.name
         if name == "products" and "module" in query:
-            return dump_json(filter_by_module(self._lists.get(route), query["module"]))
+            return dump_json(filter_by_module(lists.get(route), query["module"]))
         if name == "plans" and self.rotate_plan_icons:
-            return dump_json(resign_icons(self._lists.get(route), next(self._icon_serials)))
-        return self._lists.body(route)
+            return dump_json(resign_icons(lists.get(route), next(self._icon_serials)))
+        return lists.body(route)
 
     def _count(self, key: str) -> None:
         with self._lock:

@@ -25,10 +25,21 @@ JWT_HEADER = {"alg": "HS256", "typ": "at+jwt"}
 
 @dataclass(frozen=True)
 class _Grant:
-    """What a refresh token stands for: the client it was issued to and the original login."""
+    """What a refresh token stands for: the client, the partner and the original login."""
 
     client_id: str
     auth_time: int
+    partner_id: str
+
+
+@dataclass
+class Login:
+    """One partner account the authority knows: its OAuth client and its user."""
+
+    client_id: str
+    email: str
+    password: str
+    partner_id: str
 
 
 def parse_form(content_type: str | None, body: bytes) -> dict[str, list[str]] | None:
@@ -56,7 +67,9 @@ def _compact(value: object) -> bytes:
 
 
 class TokenAuthority:
-    """Issues and checks tokens for one demo partner account; thread-safe."""
+    """Issues and checks tokens for the demo partner account (and any added with add_login);
+    thread-safe. The constructor's credentials are the first login's; `client_id`, `email`,
+    `password` and `partner_id` keep naming it."""
 
     def __init__(
         self,
@@ -85,6 +98,17 @@ class TokenAuthority:
         self._lock = threading.Lock()
         self._access: dict[str, str] = {}  # jti -> "valid" | "revoked" | "expired"
         self._refresh: dict[str, _Grant] = {}
+        self._others: list[Login] = []
+
+    def add_login(self, login: Login) -> None:
+        """Another partner account, with a client of its own."""
+        with self._lock:
+            self._others.append(login)
+
+    def _logins(self) -> list[Login]:
+        with self._lock:
+            first = Login(self.client_id, self.email, self.password, self.partner_id)
+            return [first, *self._others]
 
     def handle(
         self, query: dict[str, str], content_type: str | None, body: bytes
@@ -98,10 +122,6 @@ class TokenAuthority:
         if form is None:
             description = "body must be application/x-www-form-urlencoded UTF-8"
             return _reject(400, "invalid_request", description)
-        partner_id = query.get("partnerId")
-        if partner_id is not None and partner_id != self.partner_id:
-            description = f"partnerId {partner_id} does not match the partner of this client"
-            return _reject(400, "invalid_request", description)
         # RFC 6749 §3.2: parameters must not repeat; an empty one counts as absent.
         for name, values in form.items():
             if len(values) > 1:
@@ -110,26 +130,36 @@ class TokenAuthority:
         for name in ("grant_type", "client_id"):
             if name not in fields:
                 return _reject(400, "invalid_request", f"missing parameter: {name}")
-        if not hmac.compare_digest(fields["client_id"].encode(), self.client_id.encode()):
+        logins = [
+            login
+            for login in self._logins()
+            if hmac.compare_digest(fields["client_id"].encode(), login.client_id.encode())
+        ]
+        if not logins:
             return _reject(401, "invalid_client", "unknown client_id")
+        partner_id = query.get("partnerId")
+        if partner_id is not None and all(partner_id != login.partner_id for login in logins):
+            description = f"partnerId {partner_id} does not match the partner of this client"
+            return _reject(400, "invalid_request", description)
         grant_type = fields["grant_type"]
         if grant_type == "password":
-            return self._password_grant(fields)
+            return self._password_grant(fields, logins)
         if grant_type == "refresh_token":
             return self._refresh_grant(fields)
         description = f"grant_type {grant_type} is not supported"
         return _reject(400, "unsupported_grant_type", description)
 
-    def _password_grant(self, fields: dict[str, str]) -> tuple[Reply, str]:
+    def _password_grant(self, fields: dict[str, str], logins: list[Login]) -> tuple[Reply, str]:
         for name in ("email", "password"):
             if name not in fields:
                 return _reject(400, "invalid_request", f"missing parameter: {name}")
-        email_ok = fields["email"].casefold() == self.email.casefold()
-        password_ok = hmac.compare_digest(fields["password"].encode(), self.password.encode())
-        if not (email_ok and password_ok):
-            return _reject(400, "invalid_grant", "invalid username or password")
-        grant = _Grant(fields["client_id"], int(self._clock()))
-        return _token_reply(self._issue(grant, None)), "password"
+        for login in logins:
+            email_ok = fields["email"].casefold() == login.email.casefold()
+            password_ok = hmac.compare_digest(fields["password"].encode(), login.password.encode())
+            if email_ok and password_ok:
+                grant = _Grant(fields["client_id"], int(self._clock()), login.partner_id)
+                return _token_reply(self._issue(grant, None)), "password"
+        return _reject(400, "invalid_grant", "invalid username or password")
 
     def _refresh_grant(self, fields: dict[str, str]) -> tuple[Reply, str]:
         if "refresh_token" not in fields:
@@ -170,7 +200,7 @@ class TokenAuthority:
 
     def sample_response(self) -> dict[str, object]:
         """A well-formed token response whose access token was never registered, so is refused."""
-        access_token, _ = self._sign(_Grant(self.client_id, int(self._clock())))
+        access_token, _ = self._sign(_Grant(self.client_id, int(self._clock()), self.partner_id))
         response: dict[str, object] = {
             "access_token": access_token,
             "expires_in": self.lifetime_seconds,
@@ -199,7 +229,7 @@ class TokenAuthority:
             "auth_time": grant.auth_time,
             "idp": "local",
             "userId": self._user_id,
-            "partnerId": self.partner_id,
+            "partnerId": grant.partner_id,
             "role": "User",
             "jti": jti,
             "iat": now,
@@ -209,6 +239,12 @@ class TokenAuthority:
         signing_input = f"{_b64encode(_compact(JWT_HEADER))}.{_b64encode(_compact(claims))}"
         signature = hmac.new(self._key, signing_input.encode("ascii"), hashlib.sha256).digest()
         return f"{signing_input}.{_b64encode(signature)}", jti
+
+    def partner_of(self, authorization: str | None) -> str:
+        """The partner of a bearer token that check_bearer accepted."""
+        token = (authorization or "").strip().partition(" ")[2].strip()
+        claim = self._claims(token).get("partnerId")
+        return str(claim) if claim is not None else self.partner_id
 
     def check_bearer(self, authorization: str | None) -> str | None:
         """Why the Authorization header does not grant access, or None when it does."""

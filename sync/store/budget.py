@@ -2,8 +2,11 @@
 
 A sliding window: one row per call in sync_rate_calls, counted under a row lock on the budget's
 sync_rate_state row (SQLite: its write lock), so that no two processes can both take the last
-slot. Never more than CALLS calls in any SECONDS-long window. After a 429, every process waits
-until its Retry-After has passed (blocked_until). All times are the database's.
+slot. Never more than CALLS calls in any SECONDS-long window. Calls are also paced: at most a
+tenth of the budget in any tenth of the window, so that a waiting crowd does not spend the whole
+budget in one burst and then wait the rest of the window (every window stays about 90 % used
+while work waits). After a 429, every process waits until its Retry-After has passed
+(blocked_until). All times are the database's.
 
 pyrate-limiter was considered: its PostgreSQL and SQLite buckets take the same kind of lock (an
 exclusive table lock, then a count), but they create their tables at run time (a DML-only
@@ -13,6 +16,7 @@ their budget), know no MariaDB, and have no shared pause after a 429.
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -25,6 +29,12 @@ from sync.store.upsert import insert_missing
 
 # Old rows are deleted once every this many calls a process takes.
 _PRUNE_EVERY = 50
+# A call is counted from when its slot is taken; it reaches the API a little later (a thread
+# switch, a connection). Counting it for this much longer than the window keeps the API's own
+# count, over any window, within the budget: 5 % of the window, at most 2 s (300 s: 0.7 %).
+_SEND_GUARD_FRACTION, _SEND_GUARD_MAX_SECONDS = 0.05, 2.0
+# The largest burst: this fraction of the budget (at least one call) in as much of the window.
+_BURST_FRACTION = 0.1
 # A freed slot is tried a little after it frees, so the retry does not find it still taken.
 _MARGIN_SECONDS = 0.005
 
@@ -33,7 +43,10 @@ class SharedBudget:
     """CALLS per SECONDS for everything that shares the database (sync.transport.Budget)."""
 
     def __init__(self, engine: Engine, calls: int, seconds: float, name: str = "partner-api"):
-        self.engine, self.calls, self.window, self.name = engine, calls, seconds, name
+        self.engine, self.calls, self.name = engine, calls, name
+        self.window = seconds + min(_SEND_GUARD_MAX_SECONDS, _SEND_GUARD_FRACTION * seconds)
+        self.burst = max(1, math.ceil(_BURST_FRACTION * calls))
+        self.burst_window = self.window * self.burst / calls
         self._ready = False
         self._taken = 0
 
@@ -63,26 +76,36 @@ class SharedBudget:
                 if blocked is not None and blocked > now:
                     return float((blocked - now).total_seconds())
                 since = now - timedelta(seconds=self.window)
+                recent_since = now - timedelta(seconds=self.burst_window)
                 in_window = (calls.c.budget == self.name, calls.c.at > since)
-                used = conn.execute(sa.select(sa.func.count()).where(*in_window)).scalar_one()
-                if used < self.calls:
+                recent = sa.func.coalesce(
+                    sa.func.sum(sa.case((calls.c.at > recent_since, 1), else_=0)), 0
+                )
+                used, burst = conn.execute(
+                    sa.select(sa.func.count(), recent).where(*in_window)
+                ).one()
+                if used < self.calls and burst < self.burst:
                     conn.execute(sa.insert(calls).values(budget=self.name, at=now))
                     self._taken += 1
-                    if self._taken % _PRUNE_EVERY == 1:
+                    if self._taken % _PRUNE_EVERY == 0:
                         conn.execute(
                             sa.delete(calls).where(calls.c.budget == self.name, calls.c.at <= since)
                         )
                     return 0.0
-                # The slot frees when the call that makes the window full leaves it.
-                oldest = conn.execute(
-                    sa.select(calls.c.at)
-                    .where(*in_window)
-                    .order_by(calls.c.at)
-                    .offset(used - self.calls)
-                    .limit(1)
-                ).scalar_one()
-                wait = (as_utc(oldest) - since).total_seconds() + _MARGIN_SECONDS
-                return max(_MARGIN_SECONDS, wait)
+                # A slot frees when the call that fills the window (or the burst) leaves it.
+                waits = []
+                for full, limit, start in ((used, self.calls, since),
+                                           (burst, self.burst, recent_since)):  # fmt: skip
+                    if full >= limit:
+                        oldest = conn.execute(
+                            sa.select(calls.c.at)
+                            .where(calls.c.budget == self.name, calls.c.at > start)
+                            .order_by(calls.c.at)
+                            .offset(full - limit)
+                            .limit(1)
+                        ).scalar_one()
+                        waits.append((as_utc(oldest) - start).total_seconds())
+                return max(_MARGIN_SECONDS, max(waits) + _MARGIN_SECONDS)
 
     def pause(self, seconds: float) -> None:
         """Hold every process's calls for `seconds` from now (a 429's Retry-After)."""

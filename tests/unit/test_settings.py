@@ -460,3 +460,141 @@ def test_concurrency_and_personal_data_settings(
     settings = load(Settings)
     assert (settings.http_concurrency, settings.keep_personal_data) == (4, False)
     assert "SYNC_HTTP_CONCURRENCY" in config_error(SYNC_HTTP_CONCURRENCY="0")
+
+
+# --------------------------------------------------------------------------- accounts
+
+
+def set_account(monkeypatch: pytest.MonkeyPatch, name: str, **values: str) -> None:
+    defaults = {"CLIENT_ID": f"client-{name}", "EMAIL": f"{name}@example.com",
+                "PASSWORD": f"pw-{name}-canary", "PARTNER_ID": f"p-{name}"}  # fmt: skip
+    for key, value in (defaults | values).items():
+        monkeypatch.setenv(f"SYNC_{name.upper()}__{key}", value)
+
+
+def test_one_account_from_the_plain_settings_by_default(credentials: None) -> None:
+    (account,) = load(Settings).account_list
+
+    assert (account.name, account.credentials.client_id, account.partner_id) == (
+        "default", "client-1", None,
+    )  # fmt: skip
+    assert CANARY not in repr(account)
+
+
+def test_several_accounts_each_with_its_own_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYNC_ACCOUNTS", "acme, globex_eu")
+    set_account(monkeypatch, "acme")
+    set_account(monkeypatch, "globex_eu", RESOURCES="sites,agents")
+
+    acme, globex = load(Settings).account_list
+
+    assert (acme.name, acme.credentials.email, acme.partner_id) == (
+        "acme", "acme@example.com", "p-acme",
+    )  # fmt: skip
+    assert [r.name for r in acme.resources] == ["platforms", "sites", "products", "plans"]
+    assert [r.name for r in globex.resources] == ["sites", "agents"]
+    assert globex.credentials.password == "pw-globex_eu-canary"
+
+
+def test_account_settings_come_from_the_secrets_directory_too(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "SYNC_ACCOUNTS").write_text("acme\n")
+    for key, value in {"CLIENT_ID": "c", "EMAIL": "e@x", "PASSWORD": "from-a-file",
+                       "PARTNER_ID": "42"}.items():  # fmt: skip
+        (secrets / f"SYNC_ACME__{key}").write_text(value + "\n")
+    monkeypatch.setenv("SYNC_SECRETS_DIR", str(secrets))
+
+    (acme,) = load(Settings).account_list
+
+    assert (acme.credentials.password, acme.partner_id) == ("from-a-file", "42")
+
+
+def test_every_missing_account_setting_is_named_never_its_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SYNC_ACCOUNTS", "acme,globex")
+    set_account(monkeypatch, "acme")
+    monkeypatch.setenv("SYNC_GLOBEX__PASSWORD", CANARY)
+    monkeypatch.setenv("SYNC_ACME__RESOURCES", "agents")
+
+    message = config_error()
+
+    for name in ("SYNC_GLOBEX__CLIENT_ID", "SYNC_GLOBEX__EMAIL", "SYNC_GLOBEX__PARTNER_ID"):
+        assert f"{name}: is required" in message
+    assert "SYNC_ACME__RESOURCES: agents are fetched per site" in message
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("acme,Acme!", "not account names ([a-z0-9_]+): acme!"), ("a,b,a", "named twice: a")],
+)
+def test_bad_account_names_are_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: str
+) -> None:
+    assert f"SYNC_ACCOUNTS: {expected}" in config_error(SYNC_ACCOUNTS=value)
+
+
+def test_with_accounts_the_single_account_credentials_are_not_required(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SYNC_ACCOUNTS", "acme")
+    set_account(monkeypatch, "acme")
+
+    assert [a.name for a in load(Settings).account_list] == ["acme"]
+
+
+def test_every_account_password_is_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYNC_ACCOUNTS", "acme,globex")
+    set_account(monkeypatch, "acme")
+    set_account(monkeypatch, "globex")
+
+    settings = load(Settings)
+
+    assert {"pw-acme-canary", "pw-globex-canary"} <= set(settings.secret_values())
+    assert "pw-acme-canary" not in repr(settings) + repr(settings.account_list)
+
+
+# --------------------------------------------------------------------------- budget, cadence
+
+
+@pytest.mark.parametrize(
+    ("value", "rate"),
+    [("270/300", (270, 300.0)), (" 30/5.5 ", (30, 5.5)), ("0", None)],
+)
+def test_the_rate_limit_is_calls_per_seconds_or_off(
+    credentials: None, monkeypatch: pytest.MonkeyPatch, value: str, rate: object
+) -> None:
+    monkeypatch.setenv("SYNC_RATE_LIMIT", value)
+    assert load(Settings).rate == rate
+
+
+@pytest.mark.parametrize("value", ["300", "0/300", "a/b", "10/0", "-1/5"])
+def test_a_malformed_rate_limit_is_a_configuration_error(credentials: None, value: str) -> None:
+    assert "SYNC_RATE_LIMIT: expected CALLS/SECONDS" in config_error(SYNC_RATE_LIMIT=value)
+
+
+def test_per_list_intervals_default_to_the_interval(
+    credentials: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SYNC_INTERVAL_SECONDS", "120")
+    monkeypatch.setenv("SYNC_RESOURCE_INTERVALS", "agents=3600, Departments=86400")
+
+    settings = load(Settings)
+
+    assert [settings.interval_of(n) for n in ("agents", "departments", "sites")] == [
+        3600, 86400, 120,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("contacts=60", "unknown list 'contacts'"), ("agents=soon", "agents: expected a number"),
+     ("agents=0", "agents: expected a number"), ("agents", "agents: expected a number")],
+)  # fmt: skip
+def test_malformed_per_list_intervals_are_refused(
+    credentials: None, value: str, expected: str
+) -> None:
+    assert f"SYNC_RESOURCE_INTERVALS: {expected}" in config_error(SYNC_RESOURCE_INTERVALS=value)
