@@ -164,7 +164,16 @@ def empty_tables(url: str, tables: tuple[str, ...]) -> None:
         engine.dispose()
 
 
-PROJECT_TABLES = ("platform_audit", "platforms", "sync_runs")
+def project_tables() -> tuple[str, ...]:
+    """Every table a cycle writes, children first: each list's audit, the lists, the fence
+    row per list, the runs (sync_auth_state is left alone: it is the login's, not the data's)."""
+    from sync.resources import REGISTRY
+
+    audits = tuple(f"{resource.singular}_audit" for resource in REGISTRY.values())
+    return (*audits, *REGISTRY, "sync_state", "sync_runs")
+
+
+PROJECT_TABLES = project_tables()
 BASELINE_TABLES = ("baseline_audit", "baseline_platforms")
 
 

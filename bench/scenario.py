@@ -78,14 +78,18 @@ def project_settings(args: argparse.Namespace) -> Any:
         database_url=args.db,
         max_delete_fraction=1.0,
         log_level="INFO",
+        # These scenarios are about the platform list (the baseline's one GET); Service.cycle
+        # would otherwise sync the default four lists.
+        resources="platforms",
     )
 
 
 def configure_project_logging() -> None:
     # As the CLI does: one summary line per cycle on stderr (run.py sends it to a file).
     from sync import logs
+    from sync.redaction import Secrets
 
-    logs.configure(fmt="text", level="INFO", secrets=[CREDENTIALS["password"]])
+    logs.configure(fmt="text", level="INFO", secrets=Secrets([CREDENTIALS["password"]]))
 
 
 def cycle(args: argparse.Namespace) -> dict[str, Any]:
