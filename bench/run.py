@@ -6,9 +6,14 @@ bench/results/report.md, bench/results/scaling.png and bench/results/results.jso
 report. Every figure of the project is shown as a ratio to bench/baseline.py measured in the
 same run, alternating with it, so that the machine's noise cancels.
 
-    python bench/run.py                 # everything (about 4.5 minutes on 2 cores)
+    python bench/run.py                 # everything (about 15 minutes on 2 cores)
     python bench/run.py --quick         # N up to 10,000, fewer repetitions (for editing this)
-    python bench/run.py --only cold     # one section: cold, steady, scaling, imports
+    python bench/run.py --only cold     # one section (repeat --only for more): see SECTIONS
+
+Sections: cold (3 platforms), lists (cold `once` of the default four lists), steady, scaling (to
+100,000 platforms, with the economy table), copy (100,000 platforms on PostgreSQL: executemany
+or COPY), fanout (200 sites x 4 per-site lists at 50 ms a request), statements (3 and 200
+sites), imports. The whole-account sections live in bench/account.py.
 """
 
 from __future__ import annotations
@@ -18,11 +23,10 @@ import json
 import math
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,31 +35,37 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import baseline
+import account
 from common import (
     BACKENDS,
     BASELINE_TABLES,
     BENCH,
-    COMM100_SYNC,
-    CREDENTIALS,
-    PROJECT_TABLES,
     PYTHON,
     REPO,
     RESULTS,
-    ChildRun,
     Databases,
     EmulatorProcess,
     changed_list,
+    checked,
     child_env,
-    empty_tables,
+    cold_comparison,
+    create_baseline_tables,
+    fmt_ratio,
+    fmt_s,
     launcher_floor_mb,
+    log,
+    med,
     migrate_project,
     platform_list,
+    ratio,
+    render_cold,
     run_measured,
+    sync_env,
+    verdict,
     workdir,
 )
 
-SECTIONS = ("cold", "steady", "scaling", "imports")
+SECTIONS = ("cold", "lists", "steady", "scaling", "copy", "fanout", "statements", "imports")
 PHASES = ("first", "changed", "nochange")
 PHASE_TITLES = {
     "first": "first cycle",
@@ -84,99 +94,24 @@ REFERENCE = {
 }
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def med(values: Iterable[float]) -> float:
-    return float(statistics.median(list(values)))
-
-
-def sync_env(
-    emu: EmulatorProcess, url: str, cwd: Path, *, resources: str | None, **extra: str
-) -> dict[str, str]:
-    """Environment for `comm100-sync once` and baseline.py: the emulator, `url`, the lists
-    (SYNC_RESOURCES; None leaves it unset, so `once` syncs its default four), nothing else."""
-    return child_env(
-        **CREDENTIALS,
-        SYNC_AUTH_URL=emu.auth_url,
-        SYNC_API_URL=emu.api_url,
-        SYNC_DATABASE_URL=url,
-        SYNC_ENV_FILE="",
-        SYNC_SECRETS_DIR=str(cwd / "no-secrets"),
-        SYNC_MAX_DELETE_FRACTION="1.0",
-        **({"SYNC_RESOURCES": resources} if resources else {}),
-        **extra,
-    )
-
-
-def create_baseline_tables(url: str) -> None:
-    engine = sa.create_engine(url)
-    try:
-        baseline.metadata.create_all(engine)
-    finally:
-        engine.dispose()
-
-
-def checked(run: ChildRun, what: str) -> ChildRun:
-    if run.returncode != 0:
-        raise RuntimeError(f"{what} exited {run.returncode}:\n{run.stderr[-3000:]}")
-    return run
-
-
 # --------------------------------------------------------------------------- cold once
 
 
 def bench_cold(dbs: Databases, emu: EmulatorProcess, cwd: Path, reps: int) -> list[dict[str, Any]]:
     """`comm100-sync once` vs `python bench/baseline.py`, fresh processes, 3 platforms."""
     emu.set_platforms(platform_list(3))
-    commands = {
-        "project": [COMM100_SYNC, "once"],
-        "baseline": [PYTHON, str(BENCH / "baseline.py")],
-    }
-    tables = {"project": PROJECT_TABLES, "baseline": BASELINE_TABLES}
-    rows = []
-    for backend in COLD_BACKENDS:
-        if not dbs.usable(backend):
-            log(f"cold: {backend} unavailable, skipped")
-            continue
-        url = dbs.create(backend)
-        migrate_project(url)
-        create_baseline_tables(url)
+    return cold_comparison(
+        dbs,
+        emu,
+        cwd,
+        reps,
+        backends=COLD_BACKENDS,
         # This comparison is about the platform list alone (the baseline's one GET).
-        env = sync_env(emu, url, cwd, resources="platforms")
-        for impl, cmd in commands.items():  # warm the page cache for both, unmeasured
-            checked(run_measured(cmd, env, cwd), f"{impl} warm-up")
-        for case in ("first", "nochange"):
-            log(f"cold: {backend} {case} x{reps}")
-            samples: dict[str, list[ChildRun]] = {"project": [], "baseline": []}
-            if case == "nochange":
-                for impl, cmd in commands.items():
-                    empty_tables(url, tables[impl])
-                    checked(run_measured(cmd, env, cwd), f"{impl} populate")
-            for rep in range(reps):
-                order = ["project", "baseline"] if rep % 2 == 0 else ["baseline", "project"]
-                for impl in order:
-                    if case == "first":
-                        empty_tables(url, tables[impl])
-                    run = checked(run_measured(commands[impl], env, cwd), f"{impl} once")
-                    samples[impl].append(run)
-            rows.append(
-                {
-                    "backend": backend,
-                    "case": case,
-                    **{
-                        impl: {
-                            "wall": [r.wall_seconds for r in runs],
-                            "cpu": [r.cpu_seconds for r in runs],
-                            "rss": [r.maxrss_mb for r in runs],
-                        }
-                        for impl, runs in samples.items()
-                    },
-                }
-            )
-        dbs.drop(url)
-    return rows
+        resources="platforms",
+        baseline_args=[],
+        baseline_tables=BASELINE_TABLES,
+        what="cold",
+    )
 
 
 # --------------------------------------------------------------------------- steady state
@@ -333,24 +268,6 @@ def bench_imports(dbs: Databases, emu: EmulatorProcess, cwd: Path) -> dict[str, 
 # --------------------------------------------------------------------------- report
 
 
-def ratio(a: float, b: float) -> float:
-    return a / b if b else math.inf
-
-
-def fmt_s(seconds: float) -> str:
-    if seconds < 0.1:
-        return f"{seconds * 1000:.1f} ms"
-    return f"{seconds:.3f} s" if seconds < 10 else f"{seconds:.2f} s"
-
-
-def fmt_ratio(value: float) -> str:
-    return f"{value:.2f}×"
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "**missed**"
-
-
 def scaling_cell(rows: list[dict[str, Any]], **where: Any) -> list[dict[str, Any]]:
     return [r for r in rows if all(r.get(k) == v for k, v in where.items())]
 
@@ -390,9 +307,13 @@ def render(results: dict[str, Any]) -> str:
         "`COPY` is its variant that loads a first cycle with PostgreSQL COPY."
     )
     add("")
-    targets = evaluate_targets(results)
-    if targets:
-        add("## Targets (issue 6)")
+    for title, targets in (
+        ("Targets of the whole-account issue (speed and cost)", account.targets(results)),
+        ("Targets of issue 6 (the platform list)", evaluate_targets(results)),
+    ):
+        if not targets:
+            continue
+        add(f"## {title}")
         add("")
         add("| target | measured | limit | verdict |")
         add("|---|---|---|---|")
@@ -406,34 +327,15 @@ def render(results: dict[str, Any]) -> str:
         add(f"## Cold one-shot: a fresh process, 3 platforms (median of {reps}, min–max)")
         add("")
         add(
-            "`comm100-sync once` vs `python bench/baseline.py`, interpreter start and imports "
-            'included; schema already at head in both cases ("first cycle" = pre-migrated, '
-            "empty tables). CPU = the child's user+system rusage; peak RSS = its ru_maxrss."
+            "`SYNC_RESOURCES=platforms comm100-sync once` vs `python bench/baseline.py`, "
+            "interpreter start and imports included; schema already at head in both cases "
+            '("first cycle" = pre-migrated, empty tables). CPU = the child\'s user+system '
+            "rusage; peak RSS = its ru_maxrss."
         )
         add("")
-        add(
-            "| database | case | project wall | baseline wall | ratio | project CPU | "
-            "baseline CPU | ratio | project RSS | baseline RSS | ratio |"
-        )
-        add("|---|---|---|---|---|---|---|---|---|---|---|")
-        for row in cold:
-            p, b = row["project"], row["baseline"]
-
-            def span(values: list[float], unit: Callable[[float], str]) -> str:
-                return f"{unit(med(values))} ({unit(min(values))}–{unit(max(values))})"
-
-            def mb(v: float) -> str:
-                return f"{v:.0f} MB"
-
-            case = "first cycle" if row["case"] == "first" else "no change"
-            add(
-                f"| {row['backend']} | {case} | {span(p['wall'], fmt_s)} | "
-                f"{span(b['wall'], fmt_s)} | {fmt_ratio(ratio(med(p['wall']), med(b['wall'])))} | "
-                f"{fmt_s(med(p['cpu']))} | {fmt_s(med(b['cpu']))} | "
-                f"{fmt_ratio(ratio(med(p['cpu']), med(b['cpu'])))} | {mb(med(p['rss']))} | "
-                f"{mb(med(b['rss']))} | {fmt_ratio(ratio(med(p['rss']), med(b['rss'])))} |"
-            )
-        add("")
+        render_cold(cold, add)
+    if results.get("lists"):
+        account.render_lists(results["lists"], add)
 
     steady = results.get("steady") or []
     if steady:
@@ -512,6 +414,18 @@ def render(results: dict[str, Any]) -> str:
         add("![cycle time against N](scaling.png)")
         add("")
         render_economy(scaling, add)
+
+    copy_rows = results.get("copy") or []
+    if copy_rows:
+        executemany = scaling_cell(
+            scaling, n=copy_rows[0]["n"], backend="postgresql", phase="first", impl="baseline"
+        )
+        baseline_seconds = med(r["wall_seconds"] for r in executemany) if executemany else None
+        account.render_copy(copy_rows, add, baseline_seconds)
+    if results.get("fanout"):
+        account.render_fanout(results["fanout"], add)
+    if results.get("statements"):
+        account.render_statements(results["statements"], add)
 
     imports = results.get("imports")
     if imports:
@@ -614,7 +528,8 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     if largest:
         p = scaling_cell(scaling, n=largest, backend="postgresql", phase="first", impl="project")
         c = scaling_cell(scaling, n=largest, backend="postgresql", phase="first", impl="copy")
-        if p and c:
+        # The copy section measures the same more closely; its row is in the other table.
+        if p and c and account.copy_summary(results.get("copy") or []) is None:
             pw, cw = med(r["wall_seconds"] for r in p), med(r["wall_seconds"] for r in c)
             targets.append(
                 {
@@ -771,10 +686,18 @@ def main() -> int:
             floor = launcher_floor_mb(cwd)
             if "cold" in sections:
                 results["cold"] = bench_cold(dbs, emu, cwd, reps)
+            if "lists" in sections:
+                results["lists"] = account.bench_lists(dbs, emu, cwd, reps)
             if "steady" in sections:
                 results["steady"] = bench_steady(dbs, emu, cwd, cycles)
             if "scaling" in sections:
                 results["scaling"] = bench_scaling(dbs, emu, cwd, sizes, reps_for)
+            if "copy" in sections:
+                results["copy"] = account.bench_copy(dbs, emu, cwd, max(sizes), reps_for(0))
+            if "fanout" in sections:
+                results["fanout"] = account.bench_fanout(dbs, cwd, args.quick)
+            if "statements" in sections:
+                results["statements"] = account.bench_statements(dbs, cwd)
             if "imports" in sections:
                 results["imports"] = bench_imports(dbs, emu, cwd)
         versions = server_versions(dbs)
