@@ -453,7 +453,10 @@ def render(results: dict[str, Any]) -> str:
         f"Method notes: each measured child is started through `bench/launch.py`, which forks it "
         f"and reads its own rusage (a child spawned straight from the runner would report the "
         f"runner's RSS, since Linux keeps ru_maxrss across exec); the launcher lends at most "
-        f"{meta['launcher_floor_mb']:.1f} MB to that figure. Raw samples: results.json."
+        f"{meta['launcher_floor_mb']:.1f} MB to that figure. Children run with bytecode "
+        f"caching on (PYTHONPYCACHEPREFIX=bench/results/pycache, PYTHONDONTWRITEBYTECODE "
+        f"dropped), as an installed wheel has its .pyc files; a warm-up run fills the cache "
+        f"before the cold runs. Raw samples: results.json."
     )
     return "\n".join(out) + "\n"
 
