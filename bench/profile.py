@@ -22,7 +22,9 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from concurrent.futures import Executor, Future
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -43,11 +45,24 @@ from common import (
 PROFILES = RESULTS / "profiles"
 
 
+class InlineExecutor(Executor):
+    """Runs each submitted call at once, on the caller's thread (the one pyinstrument samples)."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as error:
+            future.set_exception(error)
+        return future
+
+
 def profile_one_cycle(db: str, emulator: str, out: str) -> None:
     """Child process: one project cycle under pyinstrument."""
     from pyinstrument import Profiler
     from sync import logs
-    from sync.job import run_once
+    from sync.job import run_account
+    from sync.resources import PLATFORMS
     from sync.settings import Settings
     from sync.wiring import build_client, build_engine, cycle_options
 
@@ -61,13 +76,18 @@ def profile_one_cycle(db: str, emulator: str, out: str) -> None:
         api_url=f"{emulator}/v4",
         database_url=db,
         max_delete_fraction=1.0,
+        resources="platforms",
     )
     logs.configure(fmt="text", level="INFO")
     engine = build_engine(settings)
     client = build_client(settings, engine)
     profiler = Profiler(interval=0.0005)
     profiler.start()
-    result = run_once(engine, client, cycle_options(settings))
+    # Inline: run_account runs partner lists on its request pool, and pyinstrument samples
+    # only this thread.
+    (result,) = run_account(
+        engine, client, cycle_options(settings), [PLATFORMS], pool=InlineExecutor()
+    )
     profiler.stop()
     engine.dispose()
     if result.status != "success":

@@ -1,14 +1,15 @@
 """One measured scenario in a fresh process, so that its peak RSS is its own; prints one JSON line.
 
-    scenario.py cycle   --impl project|baseline|copy|copy-schema --db URL --emulator URL
+    scenario.py cycle   --impl project|baseline|copy|copy-schema --db URL --emulator URL [--again]
     scenario.py steady  --db URL --emulator URL [--cycles 50]
     scenario.py account --db URL --emulator URL --resources LISTS [--concurrency 4] [--cycles 2]
     scenario.py once    --emulator URL          (settings from the SYNC_* environment)
 
 `cycle`: one sync cycle of the platform list (token, fetch, diff, write), timed in-process:
 imports and settings are done before the clock starts (the cold `once` runs in run.py include
-them). `copy-schema` is an experiment, not the project: the project's own parsing, then COPY of
-every row and audit row into the project's own tables (PostgreSQL only).
+them); with `--again` the project then runs a second cycle in the same process, timed apart.
+`copy-schema` is an experiment, not the project: the project's own parsing, then COPY of every
+row and audit row into the project's own tables (PostgreSQL only).
 `steady`: many cycles on one client and engine (token reused), alternating the project's
 run_once, the project's `run` loop tick (scheduler.Service.cycle) and the baseline.
 `account`: `--cycles` cycles of run_account over LISTS in one process, as `run` does them (one
@@ -169,7 +170,7 @@ def configure_project_logging() -> None:
 def cycle(args: argparse.Namespace) -> dict[str, Any]:
     rss_before = peak_rss_mb()
     if args.impl == "project":
-        from sync.job import run_once
+        from sync.job import Upkeep, run_once
         from sync.wiring import build_client, build_engine, cycle_options
 
         settings = project_settings(args)
@@ -178,9 +179,10 @@ def cycle(args: argparse.Namespace) -> dict[str, Any]:
         client = build_client(settings, engine)
         options = cycle_options(settings)
         counter = StatementCounter(engine)
+        upkeep = Upkeep()
         rss_before = peak_rss_mb()
         wall0, cpu0 = time.perf_counter(), time.process_time()
-        result = run_once(engine, client, options)
+        result = run_once(engine, client, options, upkeep=upkeep)
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         if result.status != "success":
             raise SystemExit(f"project cycle {result.status}: {result.error}")
@@ -214,8 +216,7 @@ def cycle(args: argparse.Namespace) -> dict[str, Any]:
         counts = baseline.sync(engine, items, copy=args.impl == "copy")
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         copies = counts.pop("copies")
-    engine.dispose()
-    return {
+    out = {
         "wall_seconds": wall,
         "cpu_seconds": cpu,
         # COPY goes around SQLAlchemy's events: each COPY is one more statement.
@@ -228,6 +229,25 @@ def cycle(args: argparse.Namespace) -> dict[str, Any]:
         "writes": dict(counter.writes),
         "write_seconds": dict(counter.seconds),
     }
+    if args.again and args.impl == "project":
+        # The same cycle again in this process, as the next tick of `run` (token, Upkeep and
+        # client kept): a new process compares in full, a later cycle need not.
+        emulator = EmulatorRequests(args.emulator)
+        requests_before = emulator.count()["total"]
+        counter.reset()
+        again0 = time.perf_counter()
+        repeated = run_once(engine, client, options, upkeep=upkeep)
+        again_wall = time.perf_counter() - again0
+        if repeated.status != "success":
+            raise SystemExit(f"project cycle {repeated.status}: {repeated.error}")
+        out["again"] = {
+            "wall_seconds": again_wall,
+            "statements": counter.statements,
+            "requests": emulator.count()["total"] - requests_before,
+            "counts": dict(repeated.counts),
+        }
+    engine.dispose()
+    return out
 
 
 def copy_into_project_schema(
@@ -477,6 +497,7 @@ def main() -> None:
     parser.add_argument("--cycles", type=int)
     parser.add_argument("--resources", default="platforms", help="SYNC_RESOURCES (account)")
     parser.add_argument("--concurrency", type=int, default=4, help="SYNC_HTTP_CONCURRENCY")
+    parser.add_argument("--again", action="store_true", help="cycle: then a second one, timed")
     args = parser.parse_args()
     if args.mode != "once" and not args.db:
         parser.error("--db is required")
