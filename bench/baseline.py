@@ -2,9 +2,12 @@
 
 Password grant, GET the list, read the current rows, diff in Python (decoded JSON compared),
 then executemany inserts/updates and audit rows in one transaction. `--copy` loads new rows with
-PostgreSQL COPY instead. Reads SYNC_AUTH_URL, SYNC_API_URL, SYNC_CLIENT_ID, SYNC_EMAIL,
-SYNC_PASSWORD and SYNC_DATABASE_URL. Not part of the package: a yardstick, with no retries,
-lock, run log or validation.
+PostgreSQL COPY instead. `--lists` does the same for the four partner lists that `once` syncs
+by default (platforms, sites, products, plans): four GETs one after another, then each list
+into a table of its own (`baseline_list_<name>`, id and raw JSON) in a transaction of its own,
+with audit rows in `baseline_list_audit`. Reads SYNC_AUTH_URL, SYNC_API_URL, SYNC_CLIENT_ID,
+SYNC_EMAIL, SYNC_PASSWORD and SYNC_DATABASE_URL. Not part of the package: a yardstick, with no
+retries, lock, run log or validation.
 """
 
 from __future__ import annotations
@@ -45,6 +48,40 @@ audit = sa.Table(
 )
 P = platforms.c
 
+# `--lists`: the default lists of `once` and the JSON type of their ids.
+LIST_KEYS: dict[str, type] = {"platforms": int, "sites": int, "products": str, "plans": int}
+list_tables = {
+    name: sa.Table(
+        f"baseline_list_{name}",
+        metadata,
+        sa.Column("partner_id", sa.String(64), primary_key=True),
+        sa.Column(
+            "id",
+            sa.BigInteger if key is int else sa.String(128),
+            primary_key=True,
+            autoincrement=False,
+        ),
+        sa.Column("raw", JSON, nullable=False),
+        sa.Column("first_seen_at", sa.DateTime, nullable=False),
+        sa.Column("updated_at", sa.DateTime, nullable=False),
+        sa.Column("deleted_at", sa.DateTime),
+    )
+    for name, key in LIST_KEYS.items()
+}
+list_audit = sa.Table(
+    "baseline_list_audit",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("list", sa.String(32), nullable=False),
+    sa.Column("partner_id", sa.String(64), nullable=False),
+    sa.Column("item_id", sa.String(128), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("old_values", JSON),
+    sa.Column("new_values", JSON),
+    sa.Column("changed_at", sa.DateTime, nullable=False),
+)
+LIST_TABLE_NAMES = ("baseline_list_audit", *(t.name for t in list_tables.values()))
+
 
 def get_token(session: requests.Session, auth_url: str) -> str:
     form = {
@@ -58,13 +95,56 @@ def get_token(session: requests.Session, auth_url: str) -> str:
     return str(reply.json()["access_token"])
 
 
-def fetch(session: requests.Session, api_url: str, token: str) -> list[dict[str, Any]]:
+def fetch(
+    session: requests.Session, api_url: str, token: str, name: str = "platforms"
+) -> list[dict[str, Any]]:
     reply = session.get(
-        f"{api_url}/global/platforms", timeout=30, headers={"Authorization": f"Bearer {token}"}
+        f"{api_url}/global/{name}", timeout=30, headers={"Authorization": f"Bearer {token}"}
     )
     reply.raise_for_status()
     items: list[dict[str, Any]] = reply.json()
     return items
+
+
+def sync_list(
+    engine: sa.Engine, name: str, items: list[dict[str, Any]], partner: str = ""
+) -> dict[str, int]:
+    """`sync` for one of the four default lists: its own table and transaction, no COPY."""
+    table, now = list_tables[name], datetime.now(UTC).replace(tzinfo=None)
+    c = table.c
+    with engine.begin() as conn:
+        query = sa.select(c.id, c.raw, c.deleted_at).where(c.partner_id == partner)
+        current = {row.id: row for row in conn.execute(query)}
+        fetched = {item["id"]: item for item in items}
+        new, changed, trail = [], [], []
+        for key, item in fetched.items():
+            row = current.get(key)
+            if row is None:
+                new.append({"partner_id": partner, "id": key, "raw": item})
+                trail.append((key, "insert", None, item))
+            elif row.deleted_at is not None or row.raw != item:
+                changed.append({"b_id": key, "raw": item})
+                action = "restore" if row.deleted_at is not None else "update"
+                trail.append((key, action, row.raw, item))
+        gone = [k for k, row in current.items() if row.deleted_at is None and k not in fetched]
+        trail += [(key, "delete", current[key].raw, None) for key in gone]
+        if new:
+            conn.execute(sa.insert(table).values(first_seen_at=now, updated_at=now), new)
+        where = (c.partner_id == partner) & (c.id == sa.bindparam("b_id"))
+        if changed:
+            stmt = sa.update(table).where(where).values(updated_at=now, deleted_at=None)
+            conn.execute(stmt, changed)
+        if gone:
+            stmt = sa.update(table).where(where).values(deleted_at=now, updated_at=now)
+            conn.execute(stmt, [{"b_id": key} for key in gone])
+        if trail:
+            rows = [
+                dict(item_id=str(k), action=a, old_values=old, new_values=item)
+                for k, a, old, item in trail
+            ]
+            stmt = sa.insert(list_audit).values(list=name, partner_id=partner, changed_at=now)
+            conn.execute(stmt, rows)
+    return {"inserted": len(new), "changed": len(changed), "deleted": len(gone)}
 
 
 def sync(
@@ -133,10 +213,14 @@ def _copy(conn: sa.Connection, new: list[dict[str, Any]], trail: list[Any], part
 def main() -> int:
     engine = sa.create_engine(os.environ["SYNC_DATABASE_URL"])
     metadata.create_all(engine)  # checks first: a no-op once the tables exist
+    names = list(LIST_KEYS) if "--lists" in sys.argv else ["platforms"]
     with requests.Session() as session:
         token = get_token(session, os.environ["SYNC_AUTH_URL"])
-        items = fetch(session, os.environ["SYNC_API_URL"], token)
-    counts = sync(engine, items, copy="--copy" in sys.argv)
+        answers = {name: fetch(session, os.environ["SYNC_API_URL"], token, name) for name in names}
+    if "--lists" in sys.argv:
+        counts: dict[str, Any] = {name: sync_list(engine, name, answers[name]) for name in names}
+    else:
+        counts = sync(engine, answers["platforms"], copy="--copy" in sys.argv)
     engine.dispose()
     print(json.dumps(counts))
     return 0

@@ -1,13 +1,25 @@
 """One measured scenario in a fresh process, so that its peak RSS is its own; prints one JSON line.
 
-    scenario.py cycle  --impl project|baseline|copy --db URL --emulator URL
-    scenario.py steady --db URL --emulator URL [--cycles 50]
+    scenario.py cycle   --impl project|baseline|copy|copy-schema --db URL --emulator URL [--again]
+    scenario.py steady  --db URL --emulator URL [--cycles 50]
+    scenario.py account --db URL --emulator URL --resources LISTS [--concurrency 4] [--cycles 2]
+    scenario.py once    --emulator URL          (settings from the SYNC_* environment)
 
-`cycle`: one sync cycle (token, fetch, diff, write), timed in-process: imports and settings are
-done before the clock starts (the cold `once` runs in run.py include them).
+`cycle`: one sync cycle of the platform list (token, fetch, diff, write), timed in-process:
+imports and settings are done before the clock starts (the cold `once` runs in run.py include
+them); with `--again` the project then runs a second cycle in the same process, timed apart.
+`copy-schema` is an experiment, not the project: the project's own parsing, then COPY of every
+row and audit row into the project's own tables (PostgreSQL only).
 `steady`: many cycles on one client and engine (token reused), alternating the project's
 run_once, the project's `run` loop tick (scheduler.Service.cycle) and the baseline.
-Counts SQL statements with SQLAlchemy's before_cursor_execute (an executemany is one).
+`account`: `--cycles` cycles of run_account over LISTS in one process, as `run` does them (one
+client, token, Upkeep and request pool): the first compares in full, the next ones may take the
+unchanged-answer shortcut. `once`: `comm100-sync once` itself (sync.cli.main) in this process.
+Both report, per cycle, the emulator's request count and the statements by verb and table.
+
+Counts SQL statements with SQLAlchemy's before_cursor_execute (an executemany is one), the
+written tables from each INSERT/UPDATE/DELETE's text, rows from the cursor's rowcount, and the
+time between before_ and after_cursor_execute.
 """
 
 from __future__ import annotations
@@ -16,6 +28,7 @@ import argparse
 import collections
 import json
 import os
+import re
 import resource
 import time
 from typing import Any
@@ -24,8 +37,6 @@ import requests
 import sqlalchemy as sa
 from sqlalchemy import event
 
-import baseline
-
 CREDENTIALS = {
     "client_id": "demo-client",
     "email": "demo@example.com",
@@ -33,26 +44,87 @@ CREDENTIALS = {
 }
 
 
-class StatementCounter:
-    """Statements sent through an engine (executemany = 1) and pool checkouts (pre-pings)."""
+# The table an INSERT, UPDATE or DELETE writes (names may be quoted).
+WRITE_STATEMENT = re.compile(
+    r"\s*(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+[`\"]?(\w+)", re.IGNORECASE
+)
+# The write fence (sync.store.snapshot.take_fence): INSERT … ON CONFLICT DO NOTHING (or
+# MariaDB's no-op ON DUPLICATE KEY UPDATE) into sync_state; it writes a row only the first time.
+FENCE_TABLE = "sync_state"
 
-    def __init__(self, engine: sa.Engine) -> None:
+
+class StatementCounter:
+    """Statements sent through an engine (executemany = 1) and pool checkouts (pre-pings).
+
+    With engine=None it listens on every engine of the process (for `once`, whose engine is
+    built inside the CLI). `writes` counts INSERT/UPDATE/DELETE statements by "VERB table",
+    `rows` their cursor rowcounts, `seconds` the time spent in them; `fence` counts the
+    sync_state INSERTs of the write fence (kept out of `writes`).
+    """
+
+    def __init__(self, engine: sa.Engine | None = None) -> None:
         self.statements = 0
         self.checkouts = 0
         self.by_verb: collections.Counter[str] = collections.Counter()
-        event.listen(engine, "before_cursor_execute", self._on_execute)
-        event.listen(engine.pool, "checkout", self._on_checkout)
+        self.writes: collections.Counter[str] = collections.Counter()
+        self.rows: collections.Counter[str] = collections.Counter()
+        self.seconds: collections.Counter[str] = collections.Counter()
+        self.fence = 0
+        self.fence_rows = 0
+        self._started: dict[int, tuple[float, str | None]] = {}
+        target: Any = engine if engine is not None else sa.engine.Engine
+        event.listen(target, "before_cursor_execute", self._on_execute)
+        event.listen(target, "after_cursor_execute", self._after_execute)
+        if engine is not None:
+            event.listen(engine.pool, "checkout", self._on_checkout)
 
     def _on_execute(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         self.statements += 1
         words = statement.split(None, 1)
         self.by_verb[words[0].upper() if words else "?"] += 1
+        write = WRITE_STATEMENT.match(statement)
+        label = None
+        if write is not None:
+            verb, table = write.group(1).split()[0].upper(), write.group(2).lower()
+            label = f"{verb} {table}"
+        self._started[id(cursor)] = (time.perf_counter(), label)
+
+    def _after_execute(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        started, label = self._started.pop(id(cursor), (time.perf_counter(), None))
+        if label is None:
+            return
+        rowcount = getattr(cursor, "rowcount", -1)
+        rows = rowcount if isinstance(rowcount, int) and rowcount > 0 else 0
+        if label == f"INSERT {FENCE_TABLE}":
+            self.fence += 1
+            self.fence_rows += rows
+            return
+        self.writes[label] += 1
+        self.rows[label] += rows
+        self.seconds[label] += time.perf_counter() - started
 
     def _on_checkout(self, *args: Any) -> None:
         self.checkouts += 1
 
     def snapshot(self) -> tuple[int, int]:
         return self.statements, self.checkouts
+
+    def tally(self) -> dict[str, Any]:
+        """What was counted so far, as JSON."""
+        return {
+            "statements": self.statements,
+            "statements_by_verb": dict(self.by_verb),
+            "writes": dict(self.writes),
+            "rows_written": dict(self.rows),
+            "write_seconds": dict(self.seconds),
+            "fence_statements": self.fence,
+            "fence_rows": self.fence_rows,
+        }
+
+    def reset(self) -> None:
+        self.statements = self.fence = self.fence_rows = 0
+        for counter in (self.by_verb, self.writes, self.rows, self.seconds):
+            counter.clear()
 
 
 def peak_rss_mb() -> float:
@@ -64,7 +136,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def project_settings(args: argparse.Namespace) -> Any:
+def project_settings(
+    args: argparse.Namespace, resources: str = "platforms", http_concurrency: int = 4
+) -> Any:
     from sync.settings import Settings
 
     return Settings(  # type: ignore[call-arg]
@@ -78,20 +152,25 @@ def project_settings(args: argparse.Namespace) -> Any:
         database_url=args.db,
         max_delete_fraction=1.0,
         log_level="INFO",
+        # `cycle` and `steady` are about the platform list (the baseline's one GET);
+        # Service.cycle would otherwise sync the default four lists.
+        resources=resources,
+        http_concurrency=http_concurrency,
     )
 
 
 def configure_project_logging() -> None:
     # As the CLI does: one summary line per cycle on stderr (run.py sends it to a file).
     from sync import logs
+    from sync.redaction import Secrets
 
-    logs.configure(fmt="text", level="INFO", secrets=[CREDENTIALS["password"]])
+    logs.configure(fmt="text", level="INFO", secrets=Secrets([CREDENTIALS["password"]]))
 
 
 def cycle(args: argparse.Namespace) -> dict[str, Any]:
     rss_before = peak_rss_mb()
     if args.impl == "project":
-        from sync.job import run_once
+        from sync.job import Upkeep, run_once
         from sync.wiring import build_client, build_engine, cycle_options
 
         settings = project_settings(args)
@@ -100,15 +179,28 @@ def cycle(args: argparse.Namespace) -> dict[str, Any]:
         client = build_client(settings, engine)
         options = cycle_options(settings)
         counter = StatementCounter(engine)
+        upkeep = Upkeep()
         rss_before = peak_rss_mb()
         wall0, cpu0 = time.perf_counter(), time.process_time()
-        result = run_once(engine, client, options)
+        result = run_once(engine, client, options, upkeep=upkeep)
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         if result.status != "success":
             raise SystemExit(f"project cycle {result.status}: {result.error}")
         counts: dict[str, int] = dict(result.counts)
         copies = 0
+    elif args.impl == "copy-schema":
+        engine = sa.create_engine(args.db)
+        counter = StatementCounter(engine)
+        session = requests.Session()
+        rss_before = peak_rss_mb()
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        counts, copy_seconds = copy_into_project_schema(engine, session, args.emulator)
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        copies = 2
+        counts["copy_seconds"] = copy_seconds
     else:
+        import baseline
+
         os.environ.update(
             SYNC_CLIENT_ID=CREDENTIALS["client_id"],
             SYNC_EMAIL=CREDENTIALS["email"],
@@ -124,8 +216,7 @@ def cycle(args: argparse.Namespace) -> dict[str, Any]:
         counts = baseline.sync(engine, items, copy=args.impl == "copy")
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         copies = counts.pop("copies")
-    engine.dispose()
-    return {
+    out = {
         "wall_seconds": wall,
         "cpu_seconds": cpu,
         # COPY goes around SQLAlchemy's events: each COPY is one more statement.
@@ -135,13 +226,98 @@ def cycle(args: argparse.Namespace) -> dict[str, Any]:
         "counts": counts,
         "rss_after_imports_mb": rss_before,
         "peak_rss_mb": peak_rss_mb(),
+        "writes": dict(counter.writes),
+        "write_seconds": dict(counter.seconds),
     }
+    if args.again and args.impl == "project":
+        # The same cycle again in this process, as the next tick of `run` (token, Upkeep and
+        # client kept): a new process compares in full, a later cycle need not.
+        emulator = EmulatorRequests(args.emulator)
+        requests_before = emulator.count()["total"]
+        counter.reset()
+        again0 = time.perf_counter()
+        repeated = run_once(engine, client, options, upkeep=upkeep)
+        again_wall = time.perf_counter() - again0
+        if repeated.status != "success":
+            raise SystemExit(f"project cycle {repeated.status}: {repeated.error}")
+        out["again"] = {
+            "wall_seconds": again_wall,
+            "statements": counter.statements,
+            "requests": emulator.count()["total"] - requests_before,
+            "counts": dict(repeated.counts),
+        }
+    engine.dispose()
+    return out
+
+
+def copy_into_project_schema(
+    engine: sa.Engine, session: requests.Session, emulator: str
+) -> tuple[dict[str, Any], float]:
+    """What a first cycle of the platform list would cost if the store wrote it with COPY: the
+    token, the GET, the project's own parsing (sync.parsing.parse_list: validation, canonical
+    JSON, hashes), then one transaction that opens a run row, COPYs every row into `platforms`
+    and every audit row into `platform_audit` (the project's tables, with their indexes and
+    foreign key) and closes the run. No lock, fence, read or diff: an empty table has nothing
+    to compare. Returns the counts and the seconds spent in the two COPYs."""
+    from datetime import UTC, datetime
+
+    from sync.parsing import parse_list
+    from sync.resources import PLATFORMS
+    from sync.schema import sync_runs
+
+    import baseline
+
+    os.environ.update(
+        SYNC_CLIENT_ID=CREDENTIALS["client_id"],
+        SYNC_EMAIL=CREDENTIALS["email"],
+        SYNC_PASSWORD=CREDENTIALS["password"],
+    )
+    token = baseline.get_token(session, f"{emulator}/oauth/token")
+    reply = session.get(
+        f"{emulator}/v4/global/platforms",
+        timeout=60,
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    reply.raise_for_status()
+    records = parse_list(reply.content, PLATFORMS)
+    partner, now = "10000", datetime.now(UTC)
+    with engine.begin() as conn:
+        started = conn.execute(
+            sa.insert(sync_runs).values(
+                resource="platforms", partner_id=partner, started_at=now, status="running"
+            )
+        )
+        assert started.inserted_primary_key is not None
+        run_id = int(started.inserted_primary_key[0])
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        copy0 = time.perf_counter()
+        columns = ", ".join(
+            ["partner_id", "id", *PLATFORMS.typed_columns, "raw", "raw_hash", "first_seen_at",
+             "updated_at"]
+        )  # fmt: skip
+        with cursor.copy(f"COPY platforms ({columns}) FROM STDIN") as out:
+            for r in records:
+                out.write_row((partner, r.key, *r.typed, r.text, r.digest, now, now))
+        columns = "run_id, partner_id, platform_id, action, new_values, changed_fields, changed_at"
+        with cursor.copy(f"COPY platform_audit ({columns}) FROM STDIN") as out:
+            for r in records:
+                out.write_row((run_id, partner, r.key, "insert", r.text, r.fields.decode(), now))
+        copy_seconds = time.perf_counter() - copy0
+        conn.execute(
+            sa.update(sync_runs)
+            .where(sync_runs.c.id == run_id)
+            .values(status="success", finished_at=now, fetched=len(records),
+                    inserted=len(records))
+        )  # fmt: skip
+    return {"inserted": len(records)}, copy_seconds
 
 
 def steady(args: argparse.Namespace) -> dict[str, Any]:
     from sync.job import run_once
     from sync.scheduler import Service
     from sync.wiring import build_client, build_engine, cycle_options
+
+    import baseline
 
     settings = project_settings(args)
     configure_project_logging()
@@ -228,15 +404,106 @@ def steady(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+class EmulatorRequests:
+    """The emulator's request log, through its control API: cleared before a cycle, counted
+    after it (the token POSTs and the list GETs)."""
+
+    def __init__(self, emulator: str) -> None:
+        self.url = f"{emulator}/_emulator/requests"
+        self.session = requests.Session()
+
+    def clear(self) -> None:
+        self.session.delete(self.url, timeout=30).raise_for_status()
+
+    def count(self) -> dict[str, int]:
+        records = self.session.get(self.url, timeout=60).json()
+        token = sum(1 for r in records if r["method"] == "POST" and r["path"].endswith("/token"))
+        gets = sum(1 for r in records if r["method"] == "GET")
+        return {"token": token, "get": gets, "total": len(records)}
+
+
+def account(args: argparse.Namespace) -> dict[str, Any]:
+    """`--cycles` account cycles in this process, as `run` would tick them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sync.job import Upkeep, run_account
+    from sync.wiring import build_client, build_engine, cycle_options
+
+    settings = project_settings(args, args.resources, args.concurrency)
+    configure_project_logging()
+    engine = build_engine(settings)
+    client = build_client(settings, engine)
+    options = cycle_options(settings)
+    upkeep = Upkeep()
+    pool = ThreadPoolExecutor(settings.http_concurrency, thread_name_prefix="fetch")
+    counter = StatementCounter(engine)
+    emulator = EmulatorRequests(args.emulator)
+    cycles = []
+    for _ in range(args.cycles):
+        emulator.clear()
+        counter.reset()
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        results = run_account(
+            engine, client, options, settings.resource_list, upkeep=upkeep, pool=pool
+        )
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        failed = [f"{r.resource}: {r.status} {r.error}" for r in results if r.status != "success"]
+        if failed:
+            raise SystemExit("account cycle failed: " + "; ".join(failed))
+        cycles.append(
+            {
+                "wall_seconds": wall,
+                "cpu_seconds": cpu,
+                "requests": emulator.count(),
+                "counts": {r.resource: r.counts for r in results},
+                "peak_rss_mb": peak_rss_mb(),
+                **counter.tally(),
+            }
+        )
+    pool.shutdown()
+    engine.dispose()
+    return {"cycles": cycles, "concurrency": settings.http_concurrency}
+
+
+def once(args: argparse.Namespace) -> dict[str, Any]:
+    """`comm100-sync once` in this process (settings from SYNC_*), its statements counted."""
+    from sync.cli import main as cli_main
+
+    counter = StatementCounter()  # the CLI builds its own engine: listen on every engine
+    emulator = EmulatorRequests(args.emulator)
+    emulator.clear()
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    code = cli_main(["once"])
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    if code != 0:
+        raise SystemExit(f"once exited {code}")
+    return {
+        "wall_seconds": wall,
+        "cpu_seconds": cpu,
+        "requests": emulator.count(),
+        "peak_rss_mb": peak_rss_mb(),
+        **counter.tally(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=("cycle", "steady"))
-    parser.add_argument("--impl", choices=("project", "baseline", "copy"), default="project")
-    parser.add_argument("--db", required=True)
+    parser.add_argument("mode", choices=("cycle", "steady", "account", "once"))
+    parser.add_argument(
+        "--impl", choices=("project", "baseline", "copy", "copy-schema"), default="project"
+    )
+    parser.add_argument("--db")
     parser.add_argument("--emulator", required=True, help="base URL, e.g. http://127.0.0.1:8100")
-    parser.add_argument("--cycles", type=int, default=50)
+    parser.add_argument("--cycles", type=int)
+    parser.add_argument("--resources", default="platforms", help="SYNC_RESOURCES (account)")
+    parser.add_argument("--concurrency", type=int, default=4, help="SYNC_HTTP_CONCURRENCY")
+    parser.add_argument("--again", action="store_true", help="cycle: then a second one, timed")
     args = parser.parse_args()
-    out = cycle(args) if args.mode == "cycle" else steady(args)
+    if args.mode != "once" and not args.db:
+        parser.error("--db is required")
+    modes = {"cycle": cycle, "steady": steady, "account": account, "once": once}
+    args.cycles = args.cycles or (2 if args.mode == "account" else 50)
+    out = modes[args.mode](args)
     print(json.dumps(out))
 
 
