@@ -90,6 +90,14 @@ class DatabaseAuthLedger:
         return resume
 
     def accepted(self, partner_id: str | None) -> None:
+        state = store.read_auth_state(self._engine, self._key)
+        if (
+            state is not None
+            and not state.refusals
+            and state.account == self._account
+            and (partner_id is None or state.partner_id == partner_id)
+        ):
+            return  # already says so: a cycle without changes writes only its run rows
         store.write_acceptance(
             self._engine, self._key, account=self._account, partner_id=partner_id, now=self._now()
         )

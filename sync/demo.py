@@ -148,6 +148,7 @@ def main(database: str = "comm100_sync_demo.db", *, force: bool = False) -> int:
             database_url=f"sqlite:///{path}",
             max_delete_fraction=1.0,
             resources=",".join(r.name for r in resources),
+            rate_limit="0",  # the emulator runs without one
         )
         engine = build_engine(settings)
         ensure_schema(engine, auto_migrate=True)

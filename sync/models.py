@@ -31,8 +31,9 @@ class Record:
 
     `canonical` is what gets stored (`raw`, audit values): written once, when the payload is
     parsed, kept as UTF-8 bytes (smaller than text), and decoded only for rows that are
-    written. `fields` is the JSON array of its sorted top-level keys (an insert's
-    changed_fields). `ident` tells records apart within one list: the id, or (site, id).
+    written. `fields` are its top-level keys, sorted (an insert's changed_fields), as the
+    decoder's own strings, shared between records. `ident` tells records apart within one
+    list: the id, or (site, id).
     """
 
     key: int | str
@@ -40,7 +41,7 @@ class Record:
     typed: tuple[Any, ...]
     canonical: bytes
     digest: str
-    fields: bytes
+    fields: tuple[str, ...]
 
     @property
     def ident(self) -> Hashable:
@@ -65,10 +66,11 @@ def canonical_bytes(obj: Any) -> bytes:
     """Sorted keys, no whitespace, UTF-8: equal objects give equal bytes.
 
     orjson does it in C; the standard library covers what orjson refuses (integers beyond 64
-    bits), and a lone surrogate fails in both with UnicodeEncodeError or TypeError.
+    bits), and a lone surrogate fails in both with UnicodeEncodeError or TypeError. orjson's
+    result keeps a buffer of at least 4 KiB: a copy keeps only the bytes (records live long).
     """
     try:
-        return orjson.dumps(obj, option=_ORJSON_OPTIONS)
+        return bytes(memoryview(orjson.dumps(obj, option=_ORJSON_OPTIONS)))
     except TypeError:
         text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return text.encode("utf-8")

@@ -214,6 +214,8 @@ def sync_env(emulator: Emulator) -> Callable[..., dict[str, str]]:
             SYNC_HTTP_RETRIES="2",
             # The platform list only, unless a test asks for more lists.
             SYNC_RESOURCES="platforms",
+            # No shared rate budget (the emulator sets none either), unless a test tests it.
+            SYNC_RATE_LIMIT="0",
             PYTHONUNBUFFERED="1",
         )
         env.update(extra)
@@ -234,6 +236,7 @@ def settings_for(emulator: Emulator, database_url: str, **overrides: Any) -> Set
         "auth_url": emulator.auth_url,
         "api_url": emulator.api_url,
         "database_url": database_url,
+        "rate_limit": "0",
     }
     values.update(overrides)
     if not isinstance(values["password"], SecretStr):

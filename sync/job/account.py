@@ -2,8 +2,8 @@
 run row, lock, transaction and delete guard, so that one list's failure never stops another.
 
 Partner lists run concurrently; per-site lists run after them (they need this cycle's `sites`),
-one after another, each spreading its per-site requests over the same workers. An auth failure
-ends the account after one token request.
+side by side, their per-site requests queued on the same SYNC_HTTP_CONCURRENCY workers. An auth
+failure ends the account after one token request.
 """
 
 from __future__ import annotations
@@ -66,12 +66,17 @@ def run_account(
         results = list(
             workers.map(lambda resource: cycle(resource, None).run(partner_id), partner_lists)
         )
-        for resource in per_site_lists:
-            failed_auth = next((r.error for r in results if isinstance(r.error, AuthError)), None)
-            if failed_auth is not None:
-                results.append(cycle(resource, None).failed(failed_auth))
-                continue
-            results.append(cycle(resource, workers).run(partner_id))
+        failed_auth = next((r.error for r in results if isinstance(r.error, AuthError)), None)
+        if failed_auth is not None:
+            return results + [
+                cycle(resource, None).failed(failed_auth) for resource in per_site_lists
+            ]
+        # The per-site lists run side by side, their requests queued on the same workers: one
+        # list writes while the next one's requests are answered.
+        with ThreadPoolExecutor(max(1, len(per_site_lists)), thread_name_prefix="list") as lists:
+            results += lists.map(
+                lambda resource: cycle(resource, workers).run(partner_id), per_site_lists
+            )
         return results
     finally:
         if own_pool:

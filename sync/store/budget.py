@@ -17,7 +17,7 @@ their budget), know no MariaDB, and have no shared pause after a 429.
 from __future__ import annotations
 
 import math
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -47,7 +47,6 @@ class SharedBudget:
         self.window = seconds + min(_SEND_GUARD_MAX_SECONDS, _SEND_GUARD_FRACTION * seconds)
         self.burst = max(1, math.ceil(_BURST_FRACTION * calls))
         self.burst_window = self.window * self.burst / calls
-        self._ready = False
         self._taken = 0
 
     def __repr__(self) -> str:
@@ -64,14 +63,7 @@ class SharedBudget:
         with translate_errors("taking a slot of the rate budget"), self.engine.connect() as conn:
             conn = conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
             with conn.begin():
-                if not self._ready:
-                    insert_missing(conn, sync_rate_state, {"budget": self.name})
-                    self._ready = True
-                blocked, now = conn.execute(
-                    sa.select(sync_rate_state.c.blocked_until, now_column(conn))
-                    .where(sync_rate_state.c.budget == self.name)
-                    .with_for_update()
-                ).one()
+                blocked, now = self._lock_state(conn)
                 now = as_utc(now)
                 if blocked is not None and blocked > now:
                     return float((blocked - now).total_seconds())
@@ -107,17 +99,26 @@ class SharedBudget:
                         waits.append((as_utc(oldest) - start).total_seconds())
                 return max(_MARGIN_SECONDS, max(waits) + _MARGIN_SECONDS)
 
+    def _lock_state(self, conn: sa.Connection) -> tuple[datetime | None, object]:
+        """Lock the budget's row (created on first use, or again if someone emptied the
+        table) and read its pause and the database's now."""
+        for _ in range(2):
+            row = conn.execute(
+                sa.select(sync_rate_state.c.blocked_until, now_column(conn))
+                .where(sync_rate_state.c.budget == self.name)
+                .with_for_update()
+            ).first()
+            if row is not None:
+                return row[0], row[1]
+            insert_missing(conn, sync_rate_state, {"budget": self.name})
+        raise AssertionError("the budget row could not be created")  # pragma: no cover
+
     def pause(self, seconds: float) -> None:
         """Hold every process's calls for `seconds` from now (a 429's Retry-After)."""
         with translate_errors("pausing the rate budget"), self.engine.connect() as conn:
             conn = conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
             with conn.begin():
-                insert_missing(conn, sync_rate_state, {"budget": self.name})
-                blocked, now = conn.execute(
-                    sa.select(sync_rate_state.c.blocked_until, now_column(conn))
-                    .where(sync_rate_state.c.budget == self.name)
-                    .with_for_update()
-                ).one()
+                blocked, now = self._lock_state(conn)
                 until = as_utc(now) + timedelta(seconds=seconds)
                 if blocked is None or blocked < until:
                     conn.execute(

@@ -68,9 +68,11 @@ def apply_snapshot(
 
             def still_holds(record: Record) -> bool:
                 held = contents.get(record.ident)
-                # Compared as values: a database may respell a document (jsonb drops -0.0's
-                # sign, reorders keys) without changing what it says.
-                return held is not None and held == (record.raw, record.typed)
+                if held is None or held[1] != record.typed:
+                    return False
+                # The text as written, or (jsonb respells documents: spaces, key order, -0.0's
+                # sign) the same values.
+                return held[0] == record.text or json.loads(held[0]) == record.raw
 
             plan = plan_changes(stored, records, still_holds=still_holds if full_compare else None)
             check_delete_fraction(plan, max_delete_fraction)
@@ -140,13 +142,13 @@ def _write(
     plan: Plan,
     run_id: int,
     now: datetime,
-    drifted: dict[Hashable, tuple[Any, tuple[Any, ...]]],
+    drifted: dict[Hashable, tuple[str, tuple[Any, ...]]],
 ) -> None:
     touched = [r.ident for r in plan.updates] + [r.ident for r in plan.restores] + plan.deletes
     old = bulk.read_documents(conn, resource, partner_id, touched) if touched else {}
     for ident, (raw, typed) in drifted.items():
         # What the row showed: its document, with any typed column edited apart from it.
-        old[ident] = canonical_json(_shown(resource, raw, typed))
+        old[ident] = canonical_json(_shown(resource, json.loads(raw), typed))
     changed = [*plan.inserts, *plan.updates, *plan.restores]
     if changed:
         bulk.upsert(conn, resource, partner_id, changed, now)
@@ -182,7 +184,7 @@ def _audit_rows(
         return (run_id, partner_id, *where, action, before, after, fields)
 
     for record in plan.inserts:
-        yield row(record.ident, "insert", None, record.text, record.fields.decode())
+        yield row(record.ident, "insert", None, record.text, orjson.dumps(record.fields).decode())
     for action, records in (("update", plan.updates), ("restore", plan.restores)):
         for record in records:
             before = old[record.ident]

@@ -46,14 +46,15 @@ GRANT SELECT, INSERT, UPDATE ON
   platforms, sites, products, plans, agents, departments, roles, site_products,
   platform_audit, site_audit, product_audit, plan_audit,
   agent_audit, department_audit, role_audit, site_product_audit,
-  sync_runs, sync_auth_state, sync_token_cache, sync_state
+  sync_runs, sync_auth_state, sync_token_cache, sync_state, sync_rate_state
   TO comm100_sync;
+GRANT SELECT, INSERT, DELETE ON sync_rate_calls TO comm100_sync;
 GRANT DELETE ON sync_runs TO comm100_sync;
 GRANT SELECT ON alembic_version TO comm100_sync;
 GRANT USAGE ON SEQUENCE
   platform_audit_id_seq, site_audit_id_seq, product_audit_id_seq, plan_audit_id_seq,
   agent_audit_id_seq, department_audit_id_seq, role_audit_id_seq, site_product_audit_id_seq,
-  sync_runs_id_seq
+  sync_runs_id_seq, sync_rate_calls_id_seq
   TO comm100_sync;
 GRANT SELECT ON
   platforms, sites, products, plans, agents, departments, roles, site_products,
@@ -91,6 +92,8 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON bi.sync_runs TO 'comm100_sync'@'%';
 GRANT SELECT, INSERT, UPDATE ON bi.sync_auth_state TO 'comm100_sync'@'%';
 GRANT SELECT, INSERT, UPDATE ON bi.sync_token_cache TO 'comm100_sync'@'%';
 GRANT SELECT, INSERT, UPDATE ON bi.sync_state TO 'comm100_sync'@'%';
+GRANT SELECT, INSERT, UPDATE ON bi.sync_rate_state TO 'comm100_sync'@'%';
+GRANT SELECT, INSERT, DELETE ON bi.sync_rate_calls TO 'comm100_sync'@'%';
 GRANT SELECT ON bi.alembic_version TO 'comm100_sync'@'%';
 GRANT SELECT ON bi.platforms TO 'bi_reader'@'%';
 GRANT SELECT ON bi.sites TO 'bi_reader'@'%';
@@ -122,7 +125,14 @@ GRANT SELECT ON bi.site_history TO 'bi_reader'@'%';
 GRANT SELECT ON bi.sync_runs TO 'bi_reader'@'%';"""
 ADMIN_URLS = {"postgresql": POSTGRES_ADMIN_URL, "mariadb": MARIADB_ADMIN_URL}
 # The job's bookkeeping: never granted to BI roles. Every other table is the reader's.
-NOT_FOR_READERS = {"sync_token_cache", "sync_auth_state", "sync_state", "alembic_version"}
+NOT_FOR_READERS = {
+    "sync_token_cache",
+    "sync_auth_state",
+    "sync_state",
+    "sync_rate_calls",
+    "sync_rate_state",
+    "alembic_version",
+}
 WRITTEN_AT = datetime(2026, 3, 1, tzinfo=UTC)
 
 

@@ -374,7 +374,8 @@ def kill_lock_holder(admin: Engine, backend: str) -> None:
     with admin.connect() as conn:
         if backend == "postgresql":
             (pid,) = conn.exec_driver_sql(
-                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database())"
             ).scalars()
             conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
         else:
