@@ -127,7 +127,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         report = collect(
             engine,
             limit=args.limit,
-            max_age_seconds=settings.health_max_age,
+            max_age_seconds=settings.max_age_of,
             resources=[resource.name for resource in settings.resource_list],
             partner=args.partner,
             intervals=settings.interval_of,

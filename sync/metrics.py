@@ -107,6 +107,7 @@ class Metrics:
             self.auth_paused.labels(account).set(0)
             self.auth_next_attempt.labels(account).set(0)
         self._tokens_seen: dict[tuple[str, str], int] = {}
+        self._last_seen: dict[tuple[str, str], float] = {}
 
     def observe(
         self,
@@ -126,10 +127,18 @@ class Metrics:
         self.cycles.labels(partner, result.resource, result.status).inc()
         self.duration.labels(result.resource).observe(result.duration_seconds)
         if result.status == "success":
-            self.last_success.labels(partner, result.resource).set(now or time.time())
+            self.seen(partner, result.resource, now or time.time())
         for column, action in ACTIONS.items():
             if result.counts.get(column):
                 self.rows.labels(partner, result.resource, action).inc(result.counts[column])
+
+    def seen(self, partner: str, resource: str, timestamp: float) -> None:
+        """A success at `timestamp` by any process on the database: replicas share the work, so
+        each reports the deployment's last success, not only its own."""
+        key = (partner, resource)
+        if timestamp > self._last_seen.get(key, 0.0):
+            self._last_seen[key] = timestamp
+            self.last_success.labels(partner, resource).set(timestamp)
 
     def _observe_tokens(self, account: str, token_requests: Mapping[str, int]) -> None:
         for grant, total in token_requests.items():
@@ -150,18 +159,25 @@ class _Freshness:
 
 
 class Health:
-    """Healthy while every list's last success (or the start, before any) is younger than
-    `max_age`; the body names the stalest list and quotes its last error."""
+    """Healthy while every list's last success (or the start, before any) is younger than its
+    max age; the body names the stalest list and quotes its last error.
+
+    A success counts whichever process had it: this one's (record) or another replica's, read
+    from the database (seen), since replicas share the work and each runs only part of it.
+    """
 
     def __init__(
         self,
-        max_age_seconds: float,
+        max_age_seconds: float | Callable[[str], float],
         clock: Callable[[], float] = time.monotonic,
         mask: Callable[[str], str] = lambda text: text,
         resources: tuple[str, ...] = DEFAULT_RESOURCES,
         accounts: tuple[str, ...] = ("default",),
     ) -> None:
-        self.max_age_seconds = max_age_seconds
+        fixed = max_age_seconds
+        self.max_age: Callable[[str], float] = (
+            fixed if callable(fixed) else lambda _resource: float(fixed)
+        )
         self._mask = mask
         self._clock = clock
         self._started = clock()
@@ -178,18 +194,29 @@ class Health:
         if result.status == "success":
             state.last_success = self._clock()
 
+    def seen(self, account: str, resource: str, age_seconds: float) -> None:
+        """A success `age_seconds` ago, by any process (the database's run history)."""
+        state = self._lists.setdefault((account, resource), _Freshness())
+        at = self._clock() - max(0.0, age_seconds)
+        if state.last_success is None or at > state.last_success:
+            state.last_success = at
+
     def check(self) -> tuple[bool, dict[str, Any]]:
         now = self._clock()
 
         def age(state: _Freshness) -> float:
             return now - (state.last_success if state.last_success is not None else self._started)
 
-        (account, resource), stalest = max(self._lists.items(), key=lambda item: age(item[1]))
+        # The stalest: the list furthest past (or nearest to) its own max age.
+        (account, resource), stalest = max(
+            self._lists.items(), key=lambda item: age(item[1]) / self.max_age(item[0][1])
+        )
         oldest = age(stalest)
-        healthy = oldest <= self.max_age_seconds
+        limit = self.max_age(resource)
+        healthy = oldest <= limit
         body: dict[str, Any] = {
             "status": "ok" if healthy else "stale",
-            "max_age_seconds": self.max_age_seconds,
+            "max_age_seconds": limit,
             "stalest": {
                 "account": account,
                 "resource": resource,
@@ -201,8 +228,7 @@ class Health:
         }
         if not healthy:
             body["reason"] = (
-                f"no successful {resource} cycle for {oldest:.0f}s "
-                f"(limit {self.max_age_seconds:.0f}s)"
+                f"no successful {resource} cycle for {oldest:.0f}s (limit {limit:.0f}s)"
                 if stalest.last_success is not None
                 else f"no successful {resource} cycle since start {oldest:.0f}s ago"
             )

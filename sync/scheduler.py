@@ -17,6 +17,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from types import FrameType
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 JOB_ID = "sync"
 # How often a replica looks for due work (or the interval, if shorter).
 TICK_SECONDS = 5.0
+# How often a replica reads the deployment's last successes for /healthz and /metrics.
+FRESHNESS_SECONDS = 30.0
 
 
 class Service:
@@ -69,12 +72,13 @@ class Service:
         partners = tuple(a.partner_id for a in settings.account_list if a.partner_id)
         self.metrics = Metrics(accounts=accounts, resources=names, partners=partners)
         self.health = Health(
-            settings.health_max_age, mask=secrets.mask, resources=names, accounts=accounts
+            settings.max_age_of, mask=secrets.mask, resources=names, accounts=accounts
         )
         self._in_flight = threading.Lock()
         self._schema_ready = False
         # When an account whose partner is not known yet may next ask for a token.
         self._identity_due: dict[str, float] = {}
+        self._freshness_due = 0.0
 
     def tick(self) -> None:
         """One scheduled tick; never raises, so one failing cycle never ends the loop."""
@@ -105,6 +109,7 @@ class Service:
             if partner is not None:
                 for resource in account.resources:
                     keys[(resource.name, partner)] = (account, resource)
+        self.refresh_freshness(keys)
         while not self.shutdown.requested:
             for key in store.due(self.engine, keys):
                 if self.shutdown.requested:
@@ -115,6 +120,18 @@ class Service:
                     break  # look again: another replica may have taken what was due next
             else:
                 return
+
+    def refresh_freshness(self, keys: Mapping[tuple[str, str], tuple[Account, Resource]]) -> None:
+        """Health and the last-success gauge follow every replica's successes, not only this
+        process's: read them from the run history, at most every FRESHNESS_SECONDS."""
+        if time.monotonic() < self._freshness_due:
+            return
+        self._freshness_due = time.monotonic() + FRESHNESS_SECONDS
+        now = time.time()
+        for (resource, partner), at in store.last_successes(self.engine, list(keys)).items():
+            account, _ = keys[(resource, partner)]
+            self.health.seen(account.name, resource, now - at.timestamp())
+            self.metrics.seen(partner, resource, at.timestamp())
 
     def run(self, account: Account, resource: Resource) -> RunResult:
         client = self.clients[account.name]

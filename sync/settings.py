@@ -87,7 +87,7 @@ class DatabaseSettings(BaseSettings):
     # Short on purpose: a cycle that loses the race is recorded as skipped rather than queued.
     lock_wait_seconds: float = Field(default=5.0, ge=0, le=600)
     interval_seconds: float = Field(default=300.0, gt=0)
-    # Unset: 3 x the interval. `status` and /healthz call older successes stale.
+    # Unset: 3 x each list's interval. `status` and /healthz call older successes stale.
     health_max_age_seconds: float | None = Field(default=None, gt=0)
     # The lists to mirror (sync.resources.REGISTRY); `status` reports on the same ones.
     resources: str = ",".join(DEFAULT_RESOURCES)
@@ -150,9 +150,10 @@ class DatabaseSettings(BaseSettings):
     def _database_url(cls, value: str) -> str:
         return normalise_database_url(value.strip())
 
-    @property
-    def health_max_age(self) -> float:
-        return self.health_max_age_seconds or 3 * self.interval_seconds
+    def max_age_of(self, resource: str) -> float:
+        """How old a list's last success may be before /healthz and `status` call it stale:
+        SYNC_HEALTH_MAX_AGE_SECONDS, else three of the list's own intervals."""
+        return self.health_max_age_seconds or 3 * self.interval_of(resource)
 
     @property
     def database_url_for_display(self) -> str:

@@ -26,7 +26,7 @@ def _lists(
     engine: Engine,
     resources: Sequence[str],
     now: datetime,
-    max_age_seconds: float,
+    max_age: Callable[[str], float],
     intervals: Callable[[str], float],
 ) -> list[dict[str, Any]]:
     """One entry per (partner, list) that has run at least once, for the lists configured."""
@@ -83,7 +83,8 @@ def _lists(
                     "age_seconds": round(age, 1) if age is not None else None,
                     "rows": live,
                     "deleted_rows": deleted,
-                    "healthy": age is not None and age <= max_age_seconds,
+                    "healthy": age is not None and age <= max_age(name),
+                    "max_age_seconds": max_age(name),
                     "next_due_at": _iso(next_due),
                     # Due this long ago and not taken yet: the replicas cannot keep up.
                     "overdue_seconds": (
@@ -151,7 +152,7 @@ def collect(
     engine: Engine,
     *,
     limit: int = 10,
-    max_age_seconds: float,
+    max_age_seconds: float | Callable[[str], float],
     resources: Sequence[str] = tuple(REGISTRY),
     now: datetime | None = None,
     partner: str | None = None,
@@ -161,11 +162,12 @@ def collect(
     """A JSON-ready report. `healthy` is false when a list's last success is older than allowed
     (or missing), or when credentials are paused after a refusal."""
     now = now or datetime.now(UTC)
+    fixed = max_age_seconds
+    max_age: Callable[[str], float] = fixed if callable(fixed) else lambda _name: float(fixed)
     revision = store.current_revision(engine)
     report: dict[str, Any] = {
         "schema_revision": revision,
         "expected_schema_revision": SCHEMA_REVISION,
-        "max_age_seconds": max_age_seconds,
     }
     if revision is None:
         return report | {
@@ -177,7 +179,7 @@ def collect(
         }
     lists = [
         entry
-        for entry in _lists(engine, resources, now, max_age_seconds, intervals)
+        for entry in _lists(engine, resources, now, max_age, intervals)
         if partner is None or entry["partner_id"] == partner
     ]
     paused = [p for p in store.paused_logins(engine, now)
@@ -201,7 +203,8 @@ def collect(
         reason = (
             f"{worst['resource']} of partner {worst['partner_id']}: "
             + (
-                f"last success {worst['age_seconds']:.0f}s ago (limit {max_age_seconds:.0f}s)"
+                f"last success {worst['age_seconds']:.0f}s ago "
+                f"(limit {worst['max_age_seconds']:.0f}s)"
                 if worst["age_seconds"] is not None
                 else "no successful sync yet"
             )

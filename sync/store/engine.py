@@ -21,6 +21,8 @@ CONNECT_TIMEOUT_SECONDS = 10
 # Execution option naming how a SQLite transaction begins: IMMEDIATE takes the write lock
 # before the current rows are read.
 SQLITE_BEGIN = "sqlite_begin"
+# The extra that installs each driver module SQLAlchemy may fail to import.
+DRIVER_EXTRAS = {"psycopg": "postgresql", "pymysql": "mysql"}
 
 
 def create_engine(url: str, *, lock_wait_seconds: float = 5.0, **kwargs: Any) -> Engine:
@@ -62,7 +64,15 @@ def create_engine(url: str, *, lock_wait_seconds: float = 5.0, **kwargs: Any) ->
     options.update(kwargs)
     try:
         engine = sa.create_engine(parsed, connect_args=connect_args, **options)
-    except (exc.ArgumentError, exc.NoSuchModuleError, ImportError) as error:
+    except ImportError as error:
+        # The drivers are extras: a SQLite install has neither.
+        extra = DRIVER_EXTRAS.get(error.name or "")
+        hint = f": pip install 'comm100-sync[{extra}]'" if extra else ""
+        raise ConfigError(
+            f"invalid settings: SYNC_DATABASE_URL: its driver {error.name or '?'} is not "
+            f"installed{hint}"
+        ) from None
+    except (exc.ArgumentError, exc.NoSuchModuleError) as error:
         raise ConfigError(f"invalid settings: SYNC_DATABASE_URL: {error}") from None
     if backend == "sqlite":
         _tune_sqlite(engine, lock_wait_seconds)

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from sync.resources import ACTIVE_SITE_STATUSES
 from sync.schema import ERROR_TEXT_LENGTH, sync_runs
+from sync.store.clock import as_utc
 from sync.store.engine import translate_errors
 
 ABANDONED_ERROR = "abandoned: the process running this cycle stopped before it finished"
@@ -242,3 +243,29 @@ def active_site_ids(engine: Engine, partner_id: str) -> list[int]:
                 .order_by(sites.c.id)
             ).scalars()
         ]
+
+
+def last_successes(
+    engine: Engine, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], datetime]:
+    """When each (resource, partner) of `keys` last synced successfully, by any process on this
+    database (run times are the processes' own UTC clocks)."""
+    runs = sync_runs.c
+    wanted = set(keys)
+    if not wanted:
+        return {}
+    with translate_errors("reading sync_runs"), engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(runs.resource, runs.partner_id, sa.func.max(runs.finished_at))
+            .where(
+                runs.status == "success",
+                runs.resource.in_(sorted({resource for resource, _ in wanted})),
+                runs.partner_id.in_(sorted({partner for _, partner in wanted})),
+            )
+            .group_by(runs.resource, runs.partner_id)
+        )
+        return {
+            (resource, partner): as_utc(at)
+            for resource, partner, at in rows
+            if (resource, partner) in wanted and at is not None
+        }

@@ -12,10 +12,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from sync import store
+from sync.emulator import Emulator
+from sync.metrics import Health
+from sync.scheduler import Service
 from sync.schema import sync_rate_calls
 from sync.store.budget import SharedBudget
 from sync.store.clock import db_now
 
+from ..conftest import FakeClock, settings_for
 from ..e2e.helpers import wait_until
 
 pytestmark = pytest.mark.db
@@ -179,3 +183,37 @@ def test_replicas_claiming_at_the_same_moment_get_the_work_once(engine: Engine) 
 
     assert len(won) == 1
     assert store.schedule(engine)[key][1] == won[0]
+
+
+# --------------------------------------------------------------------------- freshness
+
+
+def test_a_replica_reports_the_lists_another_replica_synced(
+    emulator: Emulator, database_url: str, clock: FakeClock
+) -> None:
+    """Replica A wins the list; replica B makes no request for it, yet its /healthz and its
+    last-success gauge follow A's success (read from the run history), so B stays ready and
+    the alert rules see the deployment's freshness from either."""
+    settings = settings_for(emulator, database_url, resources="platforms")
+    first, second = Service(settings), Service(settings)
+    try:
+        first.work()
+        requests = emulator.count_requests()
+        second.health = Health(settings.max_age_of, clock=clock, resources=("platforms",))
+        clock.advance(settings.max_age_of("platforms") + 1)
+        assert second.health.check()[0] is False  # nothing of its own for a long while
+
+        second.work()
+
+        assert emulator.count_requests() == requests  # nothing was due: A claimed it
+        assert second.health.check()[0] is True
+        (success,) = store.last_successes(second.engine, [("platforms", "10000")]).values()
+        gauge = second.metrics.registry.get_sample_value(
+            "comm100_sync_last_success_timestamp_seconds",
+            {"partner_id": "10000", "resource": "platforms"},
+        )
+        assert gauge == success.timestamp()
+    finally:
+        for service in (first, second):
+            service.pool.shutdown()
+            service.engine.dispose()

@@ -31,7 +31,8 @@ BUILD_WHEEL = "python -m pip wheel --no-deps --wheel-dir /wheels ."
 MAKE_VENV = "python -m venv --without-pip /opt/comm100-sync"
 INSTALL = (
     "python -m pip --python /opt/comm100-sync/bin/python install "
-    "--no-cache-dir --disable-pip-version-check --only-binary=:all: /wheels/comm100_sync-*.whl"
+    "--no-cache-dir --disable-pip-version-check --only-binary=:all: "
+    '"$(echo /wheels/comm100_sync-*.whl)[postgresql,mysql]"'
 )
 PIP_TIMEOUT_SECONDS = 600
 CLI_TIMEOUT_SECONDS = 60
@@ -166,7 +167,7 @@ def test_dockerfile_install_steps_give_a_working_command(tmp_path: Path) -> None
             "--no-cache-dir",
             "--disable-pip-version-check",
             "--only-binary=:all:",
-            str(wheel),
+            f"{wheel}[postgresql,mysql]",
         ],
         cwd=work,
         timeout=PIP_TIMEOUT_SECONDS,
@@ -204,3 +205,12 @@ def test_dockerfile_install_steps_give_a_working_command(tmp_path: Path) -> None
         query = "SELECT name FROM sqlite_master WHERE type = 'view'"
         views = {name for (name,) in conn.execute(query)}
     assert {"platforms_current", "platform_history", "sites_current", "all_changes"} <= views
+
+    # Both drivers are in the image (extras): the same image serves PostgreSQL and MariaDB.
+    drivers = run(
+        [str(venv / "bin" / "python"), "-c", "import psycopg, pymysql"],
+        cwd=work,
+        env=env,
+        timeout=CLI_TIMEOUT_SECONDS,
+    )
+    assert drivers.returncode == 0, drivers.stderr

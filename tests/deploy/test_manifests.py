@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from sync import errors
-from sync.settings import DEFAULT_SECRETS_DIR, Settings
+from sync.settings import DEFAULT_SECRETS_DIR, Settings, load
 from tests.conftest import REPO
 
 from .conftest import KUBERNETES, load_documents
@@ -22,6 +22,8 @@ from .conftest import KUBERNETES, load_documents
 KUBERNETES_VERSIONS = ("1.31.0", kubernetes_validate.latest_version())
 KUSTOMIZATION = KUBERNETES / "kustomization.yaml"
 SECRET_EXAMPLE = KUBERNETES / "secret.example.yaml"
+ACCOUNTS_EXAMPLE = KUBERNETES / "secret-accounts.example.yaml"
+EXAMPLES = (SECRET_EXAMPLE, ACCOUNTS_EXAMPLE)
 MANIFESTS = sorted(p for p in KUBERNETES.glob("*.yaml") if p != KUSTOMIZATION)
 WORKLOAD_KINDS = ("CronJob", "Deployment", "Job")
 CONTAINER = "comm100-sync"
@@ -47,6 +49,8 @@ def resources() -> dict[str, dict[str, Any]]:
     """kind/name → manifest, for everything in deploy/kubernetes."""
     found: dict[str, dict[str, Any]] = {}
     for path in MANIFESTS:
+        if path == ACCOUNTS_EXAMPLE:  # the alternative to secret.example.yaml's comm100-sync
+            continue
         for doc in load_documents(path):
             found[f"{doc['kind']}/{doc['metadata']['name']}"] = doc
     return found
@@ -100,12 +104,12 @@ def test_manifests_hold_no_namespace() -> None:
     assert [key for key, doc in resources().items() if "namespace" in doc["metadata"]] == []
 
 
-def test_kustomization_lists_every_manifest_but_the_secret_example() -> None:
+def test_kustomization_lists_every_manifest_but_the_secret_examples() -> None:
     """Applying it must never overwrite the real Secrets with placeholders."""
     kustomization = yaml.safe_load(KUSTOMIZATION.read_text())
     listed = kustomization["resources"]
 
-    assert sorted(listed) == sorted(p.name for p in MANIFESTS if p != SECRET_EXAMPLE)
+    assert sorted(listed) == sorted(p.name for p in MANIFESTS if p not in EXAMPLES)
     assert len(set(listed)) == len(listed)
     assert "namespace" not in kustomization
     assert [image["name"] for image in kustomization["images"]] == ["comm100-sync"]
@@ -181,7 +185,6 @@ def test_deployment_runs_the_loop_with_health_probes_on_the_metrics_port() -> No
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
 
     assert main["args"] == ["run"]
-    assert deployment["spec"]["replicas"] == 1
     assert port["name"] == "metrics"
     assert int(config["SYNC_METRICS_PORT"]) == port["containerPort"]
     # Liveness must not follow freshness: an API outage would restart healthy pods.
@@ -195,6 +198,62 @@ def test_deployment_runs_the_loop_with_health_probes_on_the_metrics_port() -> No
     service = found["Service/comm100-sync-metrics"]["spec"]
     assert service["selector"] == deployment["spec"]["selector"]["matchLabels"]
     assert service["ports"][0]["targetPort"] == "metrics"
+
+
+def test_deployment_scales_out_and_survives_a_voluntary_disruption() -> None:
+    """Two replicas share the work; a drain evicts one at a time; they land on different nodes."""
+    found = resources()
+    deployment = found["Deployment/comm100-sync"]
+    pods = deployment["spec"]["selector"]["matchLabels"]
+    pdb = found["PodDisruptionBudget/comm100-sync"]["spec"]
+    replicas = deployment["spec"]["replicas"]
+    spread = pod_spec(deployment)["topologySpreadConstraints"]
+
+    assert replicas >= 2
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert pdb["selector"]["matchLabels"] == pods
+    # A drain may take one pod (so a single replica can still be drained), never all of them.
+    assert "minAvailable" not in pdb and replicas - pdb["maxUnavailable"] >= 1
+    assert {c["topologyKey"] for c in spread} == {
+        "kubernetes.io/hostname",
+        "topology.kubernetes.io/zone",
+    }
+    for constraint in spread:
+        assert constraint["labelSelector"]["matchLabels"] == pods
+        # A one-node cluster must still schedule both.
+        assert constraint["whenUnsatisfiable"] == "ScheduleAnyway"
+
+
+def test_accounts_secret_example_is_read_as_its_accounts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mounted as the secrets directory (placeholders filled in), it gives the two accounts."""
+    (secret,) = load_documents(ACCOUNTS_EXAMPLE)
+    data = secret["stringData"]
+    fields = {f"SYNC_{name.upper()}" for name in Settings.model_fields}
+    names = data["SYNC_ACCOUNTS"].split(",")
+    per_account = {"CLIENT_ID", "EMAIL", "PASSWORD", "PARTNER_ID", "RESOURCES"}
+    account_keys = {f"SYNC_{n.upper()}__{field}" for n in names for field in per_account}
+
+    assert secret["metadata"]["name"] == "comm100-sync"
+    assert set(data) <= fields | account_keys
+    mounted = tmp_path / "secrets"
+    mounted.mkdir()
+    for key, value in data.items():
+        if key.endswith(("__CLIENT_ID", "__EMAIL", "__PASSWORD", "__PARTNER_ID")):
+            assert PLACEHOLDER.search(value), f"{key} is no placeholder"
+        filled = "10001" if key.endswith("__PARTNER_ID") else PLACEHOLDER.sub("x", value)
+        if key == "SYNC_DATABASE_URL":
+            filled = "sqlite:///example.db"
+        (mounted / key).write_text(filled + "\n")
+    monkeypatch.setenv("SYNC_SECRETS_DIR", str(mounted))
+
+    accounts = load(Settings).account_list
+
+    assert [account.name for account in accounts] == names
+    assert all(account.partner_id == "10001" for account in accounts)
+    globex = {account.name: account for account in accounts}["globex"]
+    assert [r.name for r in globex.resources] == data["SYNC_GLOBEX__RESOURCES"].split(",")
 
 
 def test_migrate_job_migrates_with_its_own_secret() -> None:

@@ -272,6 +272,22 @@ def test_status_is_unhealthy_when_the_last_success_is_too_old(env: dict[str, str
     assert platforms["healthy"] is False
 
 
+def test_status_judges_each_list_by_its_own_interval(env: dict[str, str]) -> None:
+    """A list with a longer SYNC_RESOURCE_INTERVALS entry is not stale at the default's age."""
+    env["SYNC_RESOURCES"] = "platforms,sites"
+    assert sync(env, "once").returncode == 0
+    # Three of these intervals are a millisecond: any finished success is older.
+    env["SYNC_INTERVAL_SECONDS"] = "0.0003"
+    env["SYNC_RESOURCE_INTERVALS"] = "sites=3600"
+
+    done = sync(env, "status", "--json")
+
+    lists = {entry["resource"]: entry for entry in json.loads(done.stdout)}
+    assert done.returncode == 1
+    assert lists["platforms"]["healthy"] is False
+    assert (lists["sites"]["healthy"], lists["sites"]["max_age_seconds"]) == (True, 10800)
+
+
 def test_demo_shows_every_kind_of_change(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNC_")}
     done = subprocess.run(

@@ -117,3 +117,41 @@ def test_installed_command_shows_its_help(installed: Path, tmp_path: Path) -> No
     )
 
     assert "migrate" in result.stdout
+
+
+def test_a_plain_install_has_no_database_driver_and_serves_sqlite_alone(
+    installed: Path, tmp_path: Path
+) -> None:
+    """The drivers are extras: without them the demo (SQLite) works, PostgreSQL names its extra."""
+    probe = run(
+        [
+            str(installed / "python"),
+            "-c",
+            "import importlib.util as u; print(u.find_spec('psycopg'), u.find_spec('pymysql'))",
+        ],
+        timeout=RUN_TIMEOUT_SECONDS,
+        cwd=tmp_path,
+        env=outside_env(),
+    )
+    assert probe.stdout.split() == ["None", "None"]
+
+    demo = run(
+        [str(installed / "comm100-sync"), "demo", "--database", str(tmp_path / "demo.db")],
+        timeout=RUN_TIMEOUT_SECONDS,
+        cwd=tmp_path,
+        env=outside_env(SYNC_ENV_FILE=""),
+    )
+    assert "rows per list" in demo.stdout
+
+    refused = subprocess.run(
+        [str(installed / "comm100-sync"), "migrate"],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_SECONDS,
+        cwd=tmp_path,
+        env=outside_env(SYNC_ENV_FILE="", SYNC_DATABASE_URL="postgresql://sync@127.0.0.1/bi"),
+        check=False,
+    )
+    assert refused.returncode == 78
+    assert "pip install 'comm100-sync[postgresql]'" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1

@@ -91,6 +91,40 @@ def test_health_is_stale_when_any_list_is_and_names_it(clock: FakeClock) -> None
     assert "no successful sites cycle since start" in body["reason"]
 
 
+def test_each_list_is_stale_after_its_own_max_age(clock: FakeClock) -> None:
+    """Per-site lists synced hourly are not stale when the platforms' 15 minutes have passed."""
+    limits = {"platforms": 900.0, "agents": 3 * 3600.0}
+    health = Health(limits.__getitem__, clock=clock, resources=("platforms", "agents"))
+    health.record(result("success"))  # platforms
+    health.record(RunResult("success", 2, "10000", "agents", 0.05, {}, None))
+    clock.advance(3600)
+    health.record(result("success"))
+
+    assert health.check()[0] is True
+    clock.advance(3 * 3600 - 3600 + 1)
+    health.record(result("success"))
+    healthy, body = health.check()
+
+    assert not healthy
+    assert body["stalest"]["resource"] == "agents" and body["max_age_seconds"] == 3 * 3600
+
+
+def test_a_success_of_another_replica_keeps_this_one_healthy(clock: FakeClock) -> None:
+    """Replicas share the work: what another process synced (read from the run history)
+    counts, so a replica that did not win a list this interval is not stale."""
+    health = Health(60, clock=clock, resources=("platforms",))
+    clock.advance(100)
+    assert health.check()[0] is False
+
+    health.seen("default", "platforms", age_seconds=10)
+
+    assert health.check()[0] is True
+    clock.advance(51)
+    assert health.check()[0] is False
+    health.seen("default", "platforms", age_seconds=80)  # older than what it knows: ignored
+    assert health.check()[0] is False
+
+
 def sample_values(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -141,3 +175,17 @@ def test_cycle_series_exist_at_zero_before_the_first_cycle() -> None:
     assert statuses == dict.fromkeys(
         ("success", "partial", "failed", "skipped", "interrupted"), 0.0
     )
+
+
+def test_the_last_success_gauge_shows_the_newest_success_of_any_replica() -> None:
+    metrics = Metrics()
+    gauge = (
+        "comm100_sync_last_success_timestamp_seconds",
+        (("partner_id", "10000"), ("resource", "platforms")),
+    )
+    metrics.observe(result("success"), {}, now=1000.0)
+
+    metrics.seen("10000", "platforms", 1200.0)
+    assert sample_values(metrics)[gauge] == 1200.0
+    metrics.seen("10000", "platforms", 1100.0)  # older: the gauge never goes back
+    assert sample_values(metrics)[gauge] == 1200.0

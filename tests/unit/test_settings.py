@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -421,6 +422,33 @@ def test_an_unreadable_database_url_is_refused_without_showing_it(credentials: N
 
     assert "pw-Canary" not in str(caught.value)
     assert "SYNC_DATABASE_URL" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "module", "extra"),
+    [
+        ("postgresql://sync:pw-Canary@db/bi", "psycopg", "postgresql"),
+        ("mysql://sync:pw-Canary@db/bi", "pymysql", "mysql"),
+    ],
+)
+def test_a_database_url_whose_driver_is_not_installed_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, url: str, module: str, extra: str
+) -> None:
+    """The drivers are extras: without one, the error says which to install, in one line."""
+    from sync.settings import normalise_database_url
+    from sync.store import create_engine
+
+    monkeypatch.setitem(sys.modules, module, None)  # as if never installed: import fails
+
+    with pytest.raises(ConfigError) as caught:
+        create_engine(normalise_database_url(url))
+
+    message = str(caught.value)
+    assert message == (
+        f"invalid settings: SYNC_DATABASE_URL: its driver {module} is not installed: "
+        f"pip install 'comm100-sync[{extra}]'"
+    )
+    assert "pw-Canary" not in message
 
 
 # --------------------------------------------------------------------------- lists
