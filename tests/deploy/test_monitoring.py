@@ -113,7 +113,8 @@ def test_promtool_check_rejects_broken_promql(tmp_path: Path) -> None:
 
 
 def test_alerts_fire_as_their_unit_tests_expect() -> None:
-    """alerts.test.yaml: failing, stale, down, absent, never-succeeded, slow, CronJob stale."""
+    """alerts.test.yaml: failing, stale, down, absent, never-succeeded, slow, auth paused,
+    CronJob stale."""
     promtool = require_tool("promtool", "Debian package prometheus")
 
     tested = subprocess.run(
@@ -141,6 +142,7 @@ def test_alert_rules_cover_failing_stale_and_down() -> None:
     assert "comm100_sync_cycles_total" in rules["Comm100SyncCyclesFailing"]
     assert "comm100_sync_last_success_timestamp_seconds" in rules["Comm100SyncLastSuccessTooOld"]
     assert rules["Comm100SyncDown"] == {"up"}
+    assert rules["Comm100SyncAuthPaused"] == {"comm100_sync_auth_paused"}
     assert "absent(comm100_sync_build_info)" in str(
         {r["alert"]: r["expr"] for r in alert_rules()}["Comm100SyncAbsent"]
     )
