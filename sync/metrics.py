@@ -93,6 +93,12 @@ class Metrics:
             ["account"],
             registry=r,
         )
+        self.stale_after = Gauge(
+            "comm100_sync_stale_after_seconds",
+            "Age of a list's last success at which it counts as stale (/healthz, status, alerts).",
+            ["partner_id", "resource"],
+            registry=r,
+        )
         info = Gauge("comm100_sync_build_info", "Version of comm100-sync.", ["version"], registry=r)
         info.labels(__version__).set(1)
         # Series exist from the start at 0 (for the partners configured), so increase() sees the

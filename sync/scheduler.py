@@ -127,6 +127,10 @@ class Service:
         if time.monotonic() < self._freshness_due:
             return
         self._freshness_due = time.monotonic() + FRESHNESS_SECONDS
+        for (resource, partner), (_, list_) in keys.items():
+            self.metrics.stale_after.labels(partner, resource).set(
+                self.settings.max_age_of(list_.name)
+            )
         now = time.time()
         for (resource, partner), at in store.last_successes(self.engine, list(keys)).items():
             account, _ = keys[(resource, partner)]

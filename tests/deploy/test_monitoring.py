@@ -35,6 +35,7 @@ def exported_metric_names() -> set[str]:
     for status in ("success", "failed", "skipped"):
         result = RunResult(status, 1, "p", "platforms", 0.2, counts)
         metrics.observe(result, {"password": 1, "refresh_token": 1}, now=1.0)
+    metrics.stale_after.labels("p", "platforms").set(900)  # the loop sets it per list
     families = text_string_to_metric_families(metrics.render().decode())
     return {sample.name for family in families for sample in family.samples}
 
@@ -140,7 +141,10 @@ def test_alert_rules_cover_failing_stale_and_down() -> None:
     rules = {rule["alert"]: metric_names(rule["expr"]) for rule in alert_rules()}
 
     assert "comm100_sync_cycles_total" in rules["Comm100SyncCyclesFailing"]
-    assert "comm100_sync_last_success_timestamp_seconds" in rules["Comm100SyncLastSuccessTooOld"]
+    assert rules["Comm100SyncLastSuccessTooOld"] == {
+        "comm100_sync_last_success_timestamp_seconds",
+        "comm100_sync_stale_after_seconds",
+    }
     assert rules["Comm100SyncDown"] == {"up"}
     assert rules["Comm100SyncAuthPaused"] == {"comm100_sync_auth_paused"}
     assert "absent(comm100_sync_build_info)" in str(

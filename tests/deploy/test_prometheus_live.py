@@ -101,6 +101,8 @@ def loop(sync_env: EnvBuilder, tmp_path: Path) -> Iterator[Loop]:
     env = sync_env(
         f"sqlite:///{tmp_path / 'sync.db'}",
         SYNC_INTERVAL_SECONDS="0.5",
+        # Stale after 3 s without a success: the stale-data rule can go pending within the test.
+        SYNC_HEALTH_MAX_AGE_SECONDS="3",
         SYNC_METRICS_PORT=str(port),
         SYNC_METRICS_HOST="127.0.0.1",
         # Known partner: the cycle counters exist at 0 from the start, as in production.
@@ -196,9 +198,10 @@ FAILED = f'comm100_sync_cycles_total{{status="failed",{PLATFORMS}}}'
 LAST_SUCCESS = f"comm100_sync_last_success_timestamp_seconds{{{PLATFORMS}}}"
 # Comm100SyncCyclesFailing's first half.
 FAILING = (
-    'sum without (status) (increase(comm100_sync_cycles_total{status="failed",'
-    f"{PLATFORMS}}}[30m])) > 0"
+    "sum by (job, partner_id, resource) (increase(comm100_sync_cycles_total"
+    f'{{status=~"failed|partial",{PLATFORMS}}}[30m])) > 0'
 )
+STALE_ALERT = 'ALERTS{alertname="Comm100SyncLastSuccessTooOld",resource="platforms"}'
 PAUSED = f'comm100_sync_auth_paused{{job="{JOB}",account="default"}}'
 NEXT_ATTEMPT = f'comm100_sync_auth_next_attempt_timestamp_seconds{{job="{JOB}",account="default"}}'
 
@@ -280,6 +283,12 @@ def a_failing_api_shows(prometheus: Prometheus, loop: Loop, emulator: Emulator) 
     assert prometheus.value(LAST_SUCCESS) == stale < seen_at
     assert age is not None and age > seen_at - stale
     assert "HTTP 500" in loop.process.stderr
+    # Older than its stale age (SYNC_HEALTH_MAX_AGE_SECONDS, exported per list): the rule trips.
+    wait_until(lambda: prometheus.query(STALE_ALERT) != [], 20, "the stale-data alert")
+    (pending,) = prometheus.query(STALE_ALERT)
+    show("stale data", pending["metric"])
+    assert pending["metric"]["partner_id"] == DEFAULT_PARTNER_ID
+    assert pending["metric"]["alertstate"] == "pending"
 
 
 def a_paused_account_shows_and_its_alert_goes_pending(
@@ -308,7 +317,10 @@ def a_paused_account_shows_and_its_alert_goes_pending(
     )
     assert pending["metric"]["alertstate"] == "pending"  # its `for` has not passed yet
     assert pending["metric"]["severity"] == "critical"
-    assert [a["labels"]["alertname"] for a in alerts] == ["Comm100SyncAuthPaused"]
+    # The paused account syncs nothing, so its lists may be going stale too; nothing else.
+    names = {a["labels"]["alertname"] for a in alerts}
+    assert "Comm100SyncAuthPaused" in names
+    assert names <= {"Comm100SyncAuthPaused", "Comm100SyncLastSuccessTooOld"}
     assert (prometheus.value(NEXT_ATTEMPT) or 0) > 0
     assert "invalid_grant" in loop.process.stderr
 
@@ -323,4 +335,5 @@ def test_prometheus_scrapes_a_live_loop_whose_failures_show_in_the_shipped_rules
 
     emulator.clear_faults()
     last_success_moves(prometheus)  # healed
+    wait_until(lambda: prometheus.query(STALE_ALERT) == [], 20, "the stale-data alert to clear")
     a_paused_account_shows_and_its_alert_goes_pending(prometheus, loop, emulator)
