@@ -195,7 +195,7 @@ class Filled:
 
 def fill(url: str, emulator: Emulator) -> None:
     """Every list synced two hours ago; then the partner lists again, now, three times: a
-    platform renamed and one removed, a site suspended and another moved to that platform; the
+    platform renamed and one removed, a site suspended and another moved to the renamed one; the
     platform back and the site open again; and a cycle that changes nothing."""
     settings = settings_for(emulator, url, resources=",".join(REGISTRY), http_retries=2)
     engine = build_engine(settings)

@@ -18,7 +18,7 @@ from sync.schema import ACTIONS, RUN_STATUSES
 from sync.store import create_engine
 from tests.conftest import REPO, _unavailable
 
-from .sources import BOOKKEEPING, SOURCES_FILE, database_objects, render
+from .sources import BOOKKEEPING, PROJECT, SOURCES_FILE, database_objects, render
 
 HISTORY_VIEWS = {"platform_history": "platforms", "site_history": "sites"}
 
@@ -132,3 +132,15 @@ def test_each_list_is_as_fresh_as_its_last_successful_run() -> None:
             )
     assert "config" not in tables["all_changes"]
     assert tables["sync_runs"]["config"]["loaded_at_field"] == "started_at"
+
+
+def test_docs_name_every_var_with_its_default() -> None:
+    """docs/bi.md's dbt section: the vars table is the package's vars, and its examples parse."""
+    project = yaml.safe_load((PROJECT / "dbt_project.yml").read_text(encoding="utf-8"))
+    section = (REPO / "docs" / "bi.md").read_text(encoding="utf-8").split("\n## dbt\n")[1]
+    rows = re.findall(r"^\| `(comm100_sync_\w+)` \| `([^`]*)` \|", section, re.MULTILINE)
+
+    assert {name: yaml.safe_load(default) for name, default in rows} == project["vars"]
+    examples = [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", section, re.S)]
+    assert examples[0]["packages"][0]["local"].endswith("/deploy/dbt")
+    assert set(examples[1]["vars"]) <= set(project["vars"])
