@@ -31,6 +31,17 @@ $(STAMP): pyproject.toml $(RUNTIME)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	@touch $@
 
+# dbt for tests/dbt, in an environment of its own (deploy/dbt/requirements.txt says why); the
+# copy of the requirements inside it tells tests/dbt it is current.
+DBT_VENV ?= .venv-dbt
+DBT_STAMP := $(DBT_VENV)/requirements.txt
+
+$(DBT_STAMP): deploy/dbt/requirements.txt
+	rm -rf $(DBT_VENV)
+	$(PYTHON) -m venv $(DBT_VENV)
+	$(DBT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r $<
+	cp $< $@
+
 install: $(RUNTIME)
 
 demo: $(RUNTIME)
@@ -38,8 +49,8 @@ demo: $(RUNTIME)
 
 # Once the environment is installed, the suite needs no package index; the few tests that
 # install from it are marked needs_index and run by `make test-index` (and .ci/run).
-test: $(STAMP)
-	$(BIN)/python -m pytest -m "not needs_index" $(PYTEST_ARGS)
+test: $(STAMP) $(DBT_STAMP)
+	SYNC_TEST_DBT_VENV=$(abspath $(DBT_VENV)) $(BIN)/python -m pytest -m "not needs_index" $(PYTEST_ARGS)
 
 test-index: $(STAMP)
 	$(BIN)/python -m pytest -m needs_index $(PYTEST_ARGS)
@@ -62,4 +73,4 @@ bench: $(VENV)/.bench-installed
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(DBT_VENV) $(DBT_VENV).lock build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
