@@ -1,0 +1,259 @@
+"""OpenTelemetry traces, the optional `otel` extra: the only module that imports opentelemetry.
+
+Off unless SYNC_OTEL=true or OTEL_EXPORTER_OTLP_ENDPOINT (or …_TRACES_ENDPOINT) is set. Off,
+nothing of opentelemetry is imported and `span()` hands out one shared object that does nothing,
+so the job pays a function call per span site and no more.
+
+On, spans go to the TracerProvider already installed (`opentelemetry-instrument`), or to one of
+ours exporting OTLP over HTTP/protobuf as the standard OTEL_* variables say. What a span may
+carry: names, counts, statuses, URL paths and error texts masked with the secrets registry
+(sync.redaction); never a request or response body, a header, a query string or a SQL value.
+
+The state is the process's, as OpenTelemetry's own provider and context are: `start()` by the
+CLI, `use()` by tests, `stop()` at exit.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, ParamSpec, TypeVar
+
+from sync import __version__
+from sync.errors import ConfigError, SyncError
+from sync.redaction import Secrets
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+    from opentelemetry.trace import Span, Tracer, TracerProvider
+
+SERVICE_NAME = "comm100-sync"
+INSTRUMENTATION_NAME = "sync"
+INSTALL_HINT = "pip install 'comm100-sync[otel]'"
+ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+# Spans still queued at exit get this long to leave; a collector that does not answer must
+# not hold `once` (the exporter's own OTEL_EXPORTER_OTLP_TIMEOUT bounds each attempt).
+SHUTDOWN_TIMEOUT_MILLIS = 5000
+
+Attribute = str | bool | int | float
+Attributes = Mapping[str, Attribute | None]
+Kind = Literal["internal", "client"]
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Traced:
+    """What a block learns about its span: attributes as they become known, a failure.
+
+    This base does nothing; it is what every span is while tracing is off.
+    """
+
+    __slots__ = ()
+
+    def __enter__(self) -> Traced:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+    def set(self, attributes: Attributes) -> None:
+        """Add `attributes` (None values are left out)."""
+
+    def fail(self, error: BaseException | str, description: str | None = None) -> None:
+        """Mark the span failed by `error` (or an error.type such as "503"); `description`, a
+        text known to be safe, replaces the error's own."""
+
+
+_OFF = Traced()
+
+
+@dataclass
+class _Tracing:
+    tracer: Tracer
+    secrets: Secrets
+    # Ours to shut down at exit; None when someone else installed the provider.
+    owned: SdkTracerProvider | None = None
+
+
+_active: _Tracing | None = None
+
+
+def enabled() -> bool:
+    return _active is not None
+
+
+def wanted(setting: bool | None, environ: Mapping[str, str]) -> str | None:
+    """The variable that turns tracing on, or None when it is off.
+
+    SYNC_OTEL, when set, decides; else an OTLP endpoint variable turns it on, unless
+    OTEL_SDK_DISABLED=true.
+    """
+    if setting is not None:
+        return "SYNC_OTEL" if setting else None
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    return next((name for name in ENDPOINT_VARIABLES if environ.get(name, "").strip()), None)
+
+
+def start(reason: str, secrets: Secrets) -> None:
+    """Trace from now on: to the global TracerProvider if one is installed, else to ours.
+
+    Raises:
+        ConfigError: the OpenTelemetry packages are not installed (one line, exit 78).
+    """
+    global _active
+    try:
+        from opentelemetry import trace
+    except ImportError as exc:
+        raise _missing(reason, exc) from None
+    provider = trace.get_tracer_provider()
+    owned = None
+    if isinstance(provider, trace.ProxyTracerProvider):
+        # Nobody installed one (as opentelemetry-instrument would have): install ours.
+        owned = _otlp_provider(reason)
+        trace.set_tracer_provider(owned)
+        provider = owned
+    _active = _Tracing(provider.get_tracer(INSTRUMENTATION_NAME, __version__), secrets, owned)
+
+
+def _otlp_provider(reason: str) -> SdkTracerProvider:
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError as exc:
+        raise _missing(reason, exc) from None
+    # Ours, unless OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES say otherwise.
+    resource = Resource.create(
+        {"service.name": SERVICE_NAME, "service.version": __version__}
+    ).merge(OTELResourceDetector().detect())
+    # The sampler, limits and exporter settings come from the OTEL_* variables.
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    return provider
+
+
+def _missing(reason: str, exc: ImportError) -> ConfigError:
+    return ConfigError(
+        f"invalid settings: {reason}: tracing needs the OpenTelemetry packages "
+        f"({exc.name or 'opentelemetry'} is not installed): {INSTALL_HINT}, or set SYNC_OTEL=false"
+    )
+
+
+def use(provider: TracerProvider, secrets: Secrets | None = None) -> None:
+    """Trace to `provider` without installing it globally (tests: an in-memory exporter)."""
+    global _active
+    tracer = provider.get_tracer(INSTRUMENTATION_NAME, __version__)
+    _active = _Tracing(tracer, secrets if secrets is not None else Secrets())
+
+
+def stop() -> None:
+    """Send what is queued and stop tracing; our own provider is shut down."""
+    global _active
+    active, _active = _active, None
+    if active is None:
+        return
+    if active.owned is not None:
+        active.owned.force_flush(SHUTDOWN_TIMEOUT_MILLIS)
+        active.owned.shutdown()
+
+
+def span(name: str, attributes: Attributes | None = None, *, kind: Kind = "internal") -> Traced:
+    """A span around the block, a child of the current one; failures leaving it are recorded.
+
+    Use as `with tracing.span("name", {...}) as span:`.
+    """
+    active = _active
+    if active is None:
+        return _OFF
+    return _LiveSpan(active, name, attributes, kind)
+
+
+def bind(fn: Callable[P, R]) -> Callable[P, R]:
+    """`fn` running in the current trace context wherever it is called (a pool's thread:
+    contextvars do not follow work into ThreadPoolExecutor); `fn` itself when tracing is off."""
+    if _active is None:
+        return fn
+    from opentelemetry import context
+
+    captured = context.get_current()
+
+    @functools.wraps(fn)
+    def bound(*args: P.args, **kwargs: P.kwargs) -> R:
+        token = context.attach(captured)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            context.detach(token)
+
+    return bound
+
+
+def error_text(error: BaseException, secrets: Secrets) -> str:
+    """The type, and for our own errors the message, masked: never a foreign library's text
+    (a driver's message may quote SQL values, a requests error a URL with its query)."""
+    kind = type(error).__name__
+    if isinstance(error, SyncError):
+        return secrets.mask(f"{kind}: {error}")[:500]
+    return kind
+
+
+class _LiveSpan(Traced):
+    __slots__ = ("_active", "_attributes", "_cm", "_failed", "_kind", "_name", "_span")
+
+    def __init__(self, active: _Tracing, name: str, attributes: Attributes | None, kind: Kind):
+        self._active, self._name, self._attributes, self._kind = active, name, attributes, kind
+        self._span: Span | None = None
+        self._cm: AbstractContextManager[Span] | None = None
+        self._failed = False
+
+    def __enter__(self) -> Traced:
+        from opentelemetry.trace import SpanKind
+
+        self._cm = self._active.tracer.start_as_current_span(
+            self._name,
+            kind=SpanKind.CLIENT if self._kind == "client" else SpanKind.INTERNAL,
+            attributes=_clean(self._attributes or {}),
+            # Exceptions are recorded by fail(), masked; the SDK's own would keep the raw text.
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        self._span = self._cm.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        error = exc[1]
+        # A failure the block described itself (fail() inside it) keeps that description.
+        if isinstance(error, BaseException) and not self._failed:
+            self.fail(error)
+        assert self._cm is not None
+        self._cm.__exit__(*exc)  # type: ignore[arg-type]
+
+    def set(self, attributes: Attributes) -> None:
+        if self._span is not None:
+            self._span.set_attributes(_clean(attributes))
+
+    def fail(self, error: BaseException | str, description: str | None = None) -> None:
+        from opentelemetry.trace import Status, StatusCode
+
+        span = self._span
+        if span is None:
+            return
+        self._failed = True
+        secrets = self._active.secrets
+        kind = error if isinstance(error, str) else type(error).__name__
+        if description:
+            text = secrets.mask(description)[:500]
+        else:
+            text = kind if isinstance(error, str) else error_text(error, secrets)
+        span.set_status(Status(StatusCode.ERROR, text))
+        span.set_attribute("error.type", kind)
+        if not isinstance(error, str):
+            span.add_event("exception", {"exception.type": kind, "exception.message": text})
+
+
+def _clean(attributes: Attributes) -> dict[str, Attribute]:
+    return {key: value for key, value in attributes.items() if value is not None}
