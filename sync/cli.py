@@ -56,7 +56,7 @@ def _start_tracing(settings: Any, secrets: Secrets) -> None:
 
     reason = tracing.wanted(settings.otel, os.environ)
     if reason is not None:
-        tracing.start(reason, secrets)
+        tracing.start(reason, secrets, settings.identifiers())
         log.info("tracing on (%s)", reason)
 
 

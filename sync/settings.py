@@ -333,6 +333,17 @@ class Settings(DatabaseSettings):
         values += [account.credentials.password for account in self.account_list]
         return list(dict.fromkeys(values))
 
+    def identifiers(self) -> list[str]:
+        """Who the accounts are (client ids, emails): no secrets, so logs and errors name them,
+        but traces, kept by a third party's collector, carry none of them."""
+        return list(
+            dict.fromkeys(
+                value
+                for account in self.account_list
+                for value in (account.credentials.client_id, account.credentials.email)
+            )
+        )
+
     @property
     def account_list(self) -> tuple[Account, ...]:
         """The partner accounts: those of SYNC_ACCOUNTS, or the one from SYNC_CLIENT_ID…"""

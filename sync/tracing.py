@@ -16,7 +16,7 @@ CLI, `use()` by tests, `stop()` at exit.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, ParamSpec, TypeVar
@@ -73,8 +73,13 @@ _OFF = Traced()
 class _Tracing:
     tracer: Tracer
     secrets: Secrets
+    # Who the accounts are (client ids, emails): logs and errors name them, spans do not.
+    hidden: Secrets
     # Ours to shut down at exit; None when someone else installed the provider.
     owned: SdkTracerProvider | None = None
+
+    def mask(self, text: str) -> str:
+        return self.hidden.mask(self.secrets.mask(text))[:500]
 
 
 _active: _Tracing | None = None
@@ -97,8 +102,11 @@ def wanted(setting: bool | None, environ: Mapping[str, str]) -> str | None:
     return next((name for name in ENDPOINT_VARIABLES if environ.get(name, "").strip()), None)
 
 
-def start(reason: str, secrets: Secrets) -> None:
+def start(reason: str, secrets: Secrets, hidden: Iterable[str] = ()) -> None:
     """Trace from now on: to the global TracerProvider if one is installed, else to ours.
+
+    Error texts are masked with `secrets` (the registry the token provider adds to) and
+    `hidden`: values that are no secrets but have no business in a trace.
 
     Raises:
         ConfigError: the OpenTelemetry packages are not installed (one line, exit 78).
@@ -115,7 +123,8 @@ def start(reason: str, secrets: Secrets) -> None:
         owned = _otlp_provider(reason)
         trace.set_tracer_provider(owned)
         provider = owned
-    _active = _Tracing(provider.get_tracer(INSTRUMENTATION_NAME, __version__), secrets, owned)
+    tracer = provider.get_tracer(INSTRUMENTATION_NAME, __version__)
+    _active = _Tracing(tracer, secrets, Secrets(hidden), owned)
 
 
 def _otlp_provider(reason: str) -> SdkTracerProvider:
@@ -143,11 +152,13 @@ def _missing(reason: str, exc: ImportError) -> ConfigError:
     )
 
 
-def use(provider: TracerProvider, secrets: Secrets | None = None) -> None:
+def use(
+    provider: TracerProvider, secrets: Secrets | None = None, hidden: Iterable[str] = ()
+) -> None:
     """Trace to `provider` without installing it globally (tests: an in-memory exporter)."""
     global _active
     tracer = provider.get_tracer(INSTRUMENTATION_NAME, __version__)
-    _active = _Tracing(tracer, secrets if secrets is not None else Secrets())
+    _active = _Tracing(tracer, secrets if secrets is not None else Secrets(), Secrets(hidden))
 
 
 def stop() -> None:
@@ -192,12 +203,12 @@ def bind(fn: Callable[P, R]) -> Callable[P, R]:
     return bound
 
 
-def error_text(error: BaseException, secrets: Secrets) -> str:
+def error_text(error: BaseException, mask: Callable[[str], str]) -> str:
     """The type, and for our own errors the message, masked: never a foreign library's text
     (a driver's message may quote SQL values, a requests error a URL with its query)."""
     kind = type(error).__name__
     if isinstance(error, SyncError):
-        return secrets.mask(f"{kind}: {error}")[:500]
+        return mask(f"{kind}: {error}")
     return kind
 
 
@@ -243,12 +254,12 @@ class _LiveSpan(Traced):
         if span is None:
             return
         self._failed = True
-        secrets = self._active.secrets
+        mask = self._active.mask
         kind = error if isinstance(error, str) else type(error).__name__
         if description:
-            text = secrets.mask(description)[:500]
+            text = mask(description)
         else:
-            text = kind if isinstance(error, str) else error_text(error, secrets)
+            text = kind if isinstance(error, str) else error_text(error, mask)
         span.set_status(Status(StatusCode.ERROR, text))
         span.set_attribute("error.type", kind)
         if not isinstance(error, str):
