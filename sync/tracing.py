@@ -16,10 +16,12 @@ CLI, `use()` by tests, `stop()` at exit.
 from __future__ import annotations
 
 import functools
+import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 from sync import __version__
 from sync.errors import ConfigError, SyncError
@@ -29,13 +31,16 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
+log = logging.getLogger(__name__)
+
 SERVICE_NAME = "comm100-sync"
 INSTRUMENTATION_NAME = "sync"
 INSTALL_HINT = "pip install 'comm100-sync[otel]'"
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
-# Spans still queued at exit get this long to leave; a collector that does not answer must
-# not hold `once` (the exporter's own OTEL_EXPORTER_OTLP_TIMEOUT bounds each attempt).
-SHUTDOWN_TIMEOUT_MILLIS = 5000
+# Spans still queued at exit get this long to leave: a collector that does not answer must not
+# hold `once` for the exporter's own timeout (OTEL_EXPORTER_OTLP_TIMEOUT, 10 s), which the SDK's
+# flush and shutdown wait for whatever timeout they are given.
+FLUSH_TIMEOUT_SECONDS = 5.0
 
 Attribute = str | bool | int | float
 Attributes = Mapping[str, Attribute | None]
@@ -161,15 +166,33 @@ def use(
     _active = _Tracing(tracer, secrets if secrets is not None else Secrets(), Secrets(hidden))
 
 
-def stop() -> None:
-    """Send what is queued and stop tracing; our own provider is shut down."""
+def stop(timeout_seconds: float = FLUSH_TIMEOUT_SECONDS) -> None:
+    """Send what is queued, within `timeout_seconds`, and stop tracing; our own provider is
+    shut down, one installed by someone else only flushed."""
     global _active
     active, _active = _active, None
     if active is None:
         return
     if active.owned is not None:
-        active.owned.force_flush(SHUTDOWN_TIMEOUT_MILLIS)
-        active.owned.shutdown()
+        provider: Any = active.owned
+    else:
+        from opentelemetry import trace
+
+        provider = trace.get_tracer_provider()
+
+    def flush() -> None:
+        if hasattr(provider, "force_flush"):
+            provider.force_flush()
+        if active.owned is not None:
+            active.owned.shutdown()
+
+    # In a thread of its own, so that the wait is ours to bound; left behind, it dies with
+    # the process.
+    flushing = threading.Thread(target=flush, name="otel-flush", daemon=True)
+    flushing.start()
+    flushing.join(timeout_seconds)
+    if flushing.is_alive():
+        log.warning("the collector took more than %gs: the last spans are lost", timeout_seconds)
 
 
 def span(name: str, attributes: Attributes | None = None, *, kind: Kind = "internal") -> Traced:

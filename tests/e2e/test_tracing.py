@@ -4,9 +4,11 @@ one line and exit 78."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,7 +20,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from sync import __version__
 from sync.emulator import Emulator
 from sync.errors import EX_CONFIG
+from sync.tracing import FLUSH_TIMEOUT_SECONDS
 
+from ..conftest import CLI
 from .helpers import run_statuses, running
 
 pytestmark = pytest.mark.e2e
@@ -240,3 +244,27 @@ def test_tracing_on_without_the_packages_is_one_line_and_exit_78(
     ]
     assert emulator.requests == []  # nothing contacted
     assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()
+
+
+@pytest.mark.slow
+def test_a_collector_that_does_not_answer_holds_the_exit_five_seconds_at_most(
+    sync_env: EnvBuilder, sqlite_url: str
+) -> None:
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(8)  # connections are queued, never answered
+        env = sync_env(
+            sqlite_url,
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{hole.getsockname()[1]}",
+            OTEL_EXPORTER_OTLP_TIMEOUT="60",
+        )
+        started = time.monotonic()
+        done = subprocess.run(
+            [*CLI, "once"], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        took = time.monotonic() - started
+
+    assert done.returncode == 0, done.stderr
+    assert run_statuses(sqlite_url) == ["success"]
+    assert "the collector took more than 5s: the last spans are lost" in done.stderr
+    assert FLUSH_TIMEOUT_SECONDS <= took < FLUSH_TIMEOUT_SECONDS + 5
