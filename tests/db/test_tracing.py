@@ -170,17 +170,18 @@ def test_a_cycle_is_one_tree_whose_counts_are_those_the_database_recorded(
 def test_no_span_carries_a_secret_or_a_query_string(
     process: Callable[..., Process], database_url: str
 ) -> None:
-    """Password, email, client id, every access and refresh token, the database password:
-    none of them in any name, attribute, event or status of any span, through a password
-    grant, a refresh grant, a 401 and a refused login."""
+    """Password, email, client id, every access and refresh token, the database password, the
+    token-cache key: none of them in any name, attribute, event or status of any span, through
+    a password grant, a refresh grant, a 401 and a refused login."""
     password, email, client_id = "Canary-Pw-5e0d1", "canary-mail@example.org", "canary-client-9f"
+    cache_key = "canary-token-cache-key-0123456789abcdef"
     url = sa.engine.make_url(database_url)
     # The test server trusts local connections, so any password works; a real one is kept.
     db_password = url.password or "canary-db-pw-31ab"
     url = url.set(password=db_password).render_as_string(hide_password=False)
     with Emulator(client_id=client_id, email=email, password=password, rate_limit=None) as emu:
         job = process(emu, url, client_id=client_id, email=email, password=password,
-                      partner_id=DEFAULT_PARTNER_ID)  # fmt: skip
+                      partner_id=DEFAULT_PARTNER_ID, token_cache_key=cache_key)  # fmt: skip
         with recording(job.secrets, job.settings.identifiers()) as recorded:
             assert {r.status for r in job.cycle()} == {"success"}  # password grant
             emu.expire_tokens()
@@ -200,7 +201,8 @@ def test_no_span_carries_a_secret_or_a_query_string(
     assert len(tokens) >= 3
     texts = [text for span in recorded.spans for text in every_text(span)]
     assert any("refused" in text for text in texts)  # the failure was recorded
-    for secret in (password, email, client_id, db_password, *tokens):
+    assert recorded.named("store.write_sealed_token")  # the token cache was in play
+    for secret in (password, email, client_id, db_password, cache_key, *tokens):
         leaks = [text for text in texts if secret in text]
         assert not leaks, f"a secret in {leaks[:3]}"
     assert not [text for text in texts if "?" in text or "partnerId=" in text]
