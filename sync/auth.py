@@ -330,6 +330,7 @@ class TokenProvider:
             self._auth_url,
             deadline=deadline,
             idempotent=False,
+            template=endpoint_of(self._auth_url),
             data=form,
             params=params,
             headers={"Accept": "application/json"},

@@ -50,15 +50,36 @@ def _setup(kind: Any) -> tuple[Any, Secrets]:
     return loaded, secrets
 
 
+def _start_tracing(settings: Any, secrets: Secrets) -> None:
+    """OpenTelemetry traces when SYNC_OTEL or an OTLP endpoint variable asks for them."""
+    from sync import tracing
+
+    reason = tracing.wanted(settings.otel, os.environ)
+    if reason is not None:
+        tracing.start(reason, secrets, settings.identifiers())
+        log.info("tracing on (%s)", reason)
+
+
 def cmd_once(args: argparse.Namespace) -> int:
+    from sync import tracing
+    from sync.settings import Settings
+
+    settings, secrets = _setup(Settings)
+    _start_tracing(settings, secrets)
+    try:
+        return _once(args, settings, secrets)
+    finally:
+        # Also after SIGTERM's stop: the cycle has returned by now, its spans are queued.
+        tracing.stop()
+
+
+def _once(args: argparse.Namespace, settings: Any, secrets: Secrets) -> int:
     from sync.errors import EX_TEMPFAIL
     from sync.job import exit_code_of, run_account
     from sync.migrate import ensure_schema
-    from sync.settings import Settings
     from sync.shutdown import Shutdown, supervise
     from sync.wiring import build_clients, build_engine, cycle_options
 
-    settings, secrets = _setup(Settings)
     shutdown = Shutdown(settings.stop_timeout_seconds)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -161,11 +182,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from sync import tracing
     from sync.scheduler import run_service
     from sync.settings import Settings
 
     settings, secrets = _setup(Settings)
-    return int(run_service(settings, secrets))
+    _start_tracing(settings, secrets)
+    try:
+        return int(run_service(settings, secrets))
+    finally:
+        tracing.stop()
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,9 +30,11 @@ class PartnerClient:
         self.tokens = tokens
         self.api_url = api_url.rstrip("/")
 
-    def fetch(self, path: str, parse: Callable[[bytes], T], deadline: Deadline) -> T:
+    def fetch(
+        self, path: str, parse: Callable[[bytes], T], deadline: Deadline, *, template: str = ""
+    ) -> T:
         """GET `path` and parse its body (see fetch_body and parse_body)."""
-        return self.parse_body(path, parse, self.fetch_body(path, deadline))
+        return self.parse_body(path, parse, self.fetch_body(path, deadline, template=template))
 
     def parse_body(self, path: str, parse: Callable[[bytes], T], body: bytes) -> T:
         """`parse(body)`, with the endpoint named in any PayloadError."""
@@ -42,8 +44,9 @@ class PartnerClient:
         except PayloadError as exc:
             raise PayloadError(f"GET {endpoint}: {exc}", endpoint=endpoint, status=200) from None
 
-    def fetch_body(self, path: str, deadline: Deadline) -> bytes:
-        """GET `path`; the body of a 200 JSON answer.
+    def fetch_body(self, path: str, deadline: Deadline, *, template: str = "") -> bytes:
+        """GET `path`; the body of a 200 JSON answer. `template` is the path with its
+        placeholders (`/global/sites/{siteId}/agents`): it names the requests' spans.
 
         Raises:
             AuthError: the token endpoint refused us, or the API refused a fresh token.
@@ -52,7 +55,8 @@ class PartnerClient:
             PayloadError: wrong Content-Type or too large.
         """
         url = f"{self.api_url}{path}"
-        response = self._get_authorised(url, deadline)
+        route = endpoint_of(f"{self.api_url}{template or path}")
+        response = self._get_authorised(url, deadline, route)
         endpoint = endpoint_of(url)
         if response.status != 200:
             raise RejectedError(
@@ -68,7 +72,7 @@ class PartnerClient:
             )
         return response.body
 
-    def _get_authorised(self, url: str, deadline: Deadline) -> HttpResponse:
+    def _get_authorised(self, url: str, deadline: Deadline, route: str) -> HttpResponse:
         for attempt in (1, 2):
             token = self.tokens.token(deadline)
             response = self.transport.request(
@@ -76,6 +80,7 @@ class PartnerClient:
                 url,
                 deadline=deadline,
                 idempotent=True,
+                template=route,
                 headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             )
             if response.status != 401:

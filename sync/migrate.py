@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
+from sync import tracing
 from sync.errors import ConfigError, StoreError
 from sync.schema import SCHEMA_REVISION
 from sync.store import current_revision, named_lock, translate_errors
@@ -31,6 +32,13 @@ def upgrade(engine: Engine) -> str | None:
 
     Idempotent: a database already at head is left alone.
     """
+    with tracing.span("sync.migrate", {"sync.schema.target": SCHEMA_REVISION}) as span:
+        before = _upgrade(engine)
+        span.set({"sync.schema.before": before or "empty"})
+    return before
+
+
+def _upgrade(engine: Engine) -> str | None:
     from alembic import command
     from alembic.config import Config
     from alembic.util.exc import CommandError

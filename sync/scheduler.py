@@ -26,10 +26,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from sync import store
+from sync import store, tracing
 from sync.accounts import Account
 from sync.errors import EX_CONFIG, EX_OK, AuthPausedError, ConfigError, SyncError
-from sync.job import Cycle, RunResult, Upkeep, utc_now
+from sync.job import Cycle, RunResult, Upkeep, record_outcome, utc_now
 from sync.metrics import Health, Metrics, serve
 from sync.migrate import ensure_schema
 from sync.redaction import Secrets
@@ -110,16 +110,35 @@ class Service:
                 for resource in account.resources:
                     keys[(resource.name, partner)] = (account, resource)
         self.refresh_freshness(keys)
+        due = store.due(self.engine, keys)
+        if not due:
+            return  # most ticks: no span for them
+        accounts = sorted({account.name for account, _ in keys.values()})
+        with tracing.span("sync.cycle", {"sync.account": ",".join(accounts)}) as span:
+            results: list[RunResult] = []
+            try:
+                self.work_due(keys, due, results)
+            finally:
+                record_outcome(span, results)
+
+    def work_due(
+        self,
+        keys: dict[tuple[str, str], tuple[Account, Resource]],
+        due: list[tuple[str, str]],
+        results: list[RunResult],
+    ) -> None:
         while not self.shutdown.requested:
-            for key in store.due(self.engine, keys):
+            for key in due:
                 if self.shutdown.requested:
                     return
                 account, resource = keys[key]
                 if store.claim(self.engine, key, self.interval_of(resource), self.owner):
-                    self.observe(self.run(account, resource))
+                    results.append(self.run(account, resource))
+                    self.observe(results[-1])
                     break  # look again: another replica may have taken what was due next
             else:
                 return
+            due = store.due(self.engine, keys)
 
     def refresh_freshness(self, keys: Mapping[tuple[str, str], tuple[Account, Resource]]) -> None:
         """Health and the last-success gauge follow every replica's successes, not only this

@@ -219,6 +219,15 @@ class Settings(DatabaseSettings):
     start_jitter_seconds: float = Field(default=0.0, ge=0)
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     metrics_host: str = "0.0.0.0"
+    # OpenTelemetry traces of `once` and `run` (the `otel` extra). Unset: on when
+    # OTEL_EXPORTER_OTLP_ENDPOINT is set; false: off even then (see sync.tracing.wanted).
+    otel: bool | None = None
+
+    @field_validator("otel", mode="before")
+    @classmethod
+    def _otel(cls, value: Any) -> Any:
+        # SYNC_OTEL= (empty, as a template leaves it) means unset, not an invalid boolean.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("partner_id")
     @classmethod
@@ -324,6 +333,17 @@ class Settings(DatabaseSettings):
             values.append(self.token_cache_key.get_secret_value())
         values += [account.credentials.password for account in self.account_list]
         return list(dict.fromkeys(values))
+
+    def identifiers(self) -> list[str]:
+        """Who the accounts are (client ids, emails): no secrets, so logs and errors name them,
+        but traces, kept by a third party's collector, carry none of them."""
+        return list(
+            dict.fromkeys(
+                value
+                for account in self.account_list
+                for value in (account.credentials.client_id, account.credentials.email)
+            )
+        )
 
     @property
     def account_list(self) -> tuple[Account, ...]:

@@ -23,7 +23,7 @@ import urllib3.connection
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
-from sync import __version__
+from sync import __version__, tracing
 from sync.errors import InterruptedCycleError, PayloadError, UnavailableError
 from sync.retry import Deadline, Failure, RetryPolicy, decide, parse_retry_after
 
@@ -139,9 +139,13 @@ class Transport:
         *,
         deadline: Deadline,
         idempotent: bool,
+        template: str | None = None,
         **kwargs: Any,
     ) -> HttpResponse:
         """Send until a non-retryable answer arrives; return it, whatever its status.
+
+        Each attempt is a span named after `template` (the path with placeholders, as
+        `/v4/global/sites/{siteId}/agents`), else the method alone.
 
         Raises:
             UnavailableError: connection failures, timeouts, 5xx or 429 after the retries.
@@ -154,7 +158,7 @@ class Transport:
             retry_after: float | None = None
             status: int | None = None
             try:
-                response = self._attempt(method, url, deadline, **kwargs)
+                response = self._attempt(method, url, deadline, attempt, template, **kwargs)
             except _AttemptFailed as failed:
                 failure, detail = failed.failure, failed.detail
             else:
@@ -217,7 +221,15 @@ class Transport:
             log.debug("%s: waiting %.2fs for the rate budget", label, wait)
             self._sleep(wait)
 
-    def _attempt(self, method: str, url: str, deadline: Deadline, **kwargs: Any) -> HttpResponse:
+    def _attempt(
+        self,
+        method: str,
+        url: str,
+        deadline: Deadline,
+        attempt: int,
+        template: str | None,
+        **kwargs: Any,
+    ) -> HttpResponse:
         self._take_slot(f"{method} {endpoint_of(url)}", url, deadline)
         remaining = deadline.remaining()
         if remaining <= 0:
@@ -226,19 +238,37 @@ class Transport:
         read_timeout = min(self.timeout_seconds, remaining)
         connect_timeout = min(read_timeout, CONNECT_TIMEOUT_CAP_SECONDS)
         self.request_count += 1
-        try:
-            with self.session.request(
-                method,
-                url,
-                stream=True,
-                timeout=(connect_timeout, read_timeout),
-                allow_redirects=False,
-                **kwargs,
-            ) as response:
-                body = self._read_body(response, url, deadline)
-                return HttpResponse(response.status_code, response.headers, body)
-        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise _classify(exc) from exc
+        with tracing.span(
+            f"{method} {template}" if template else method,
+            _span_attributes(method, url, attempt, template),
+            kind="client",
+        ) as span:
+            try:
+                with self.session.request(
+                    method,
+                    url,
+                    stream=True,
+                    timeout=(connect_timeout, read_timeout),
+                    allow_redirects=False,
+                    **kwargs,
+                ) as response:
+                    status = response.status_code
+                    span.set({"http.response.status_code": status})
+                    if status >= 400:
+                        span.fail(str(status), f"HTTP {status}")
+                    body = self._read_body(response, url, deadline)
+                    return HttpResponse(status, response.headers, body)
+            except _AttemptFailed as failed:
+                span.fail("timeout", failed.detail)
+                raise
+            except (
+                requests.exceptions.RequestException,
+                urllib3.exceptions.HTTPError,
+                OSError,
+            ) as exc:
+                translated = _classify(exc)
+                span.fail(type(exc).__name__, translated.detail)
+                raise translated from exc
 
     def _read_body(self, response: requests.Response, url: str, deadline: Deadline) -> bytes:
         cap = self.max_response_bytes
@@ -269,6 +299,23 @@ class Transport:
                 )
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _span_attributes(
+    method: str, url: str, attempt: int, template: str | None
+) -> dict[str, str | int | None]:
+    """An attempt's span attributes (HTTP semantic conventions): the path, never the query."""
+    parts = urlsplit(url)
+    return {
+        "http.request.method": method,
+        "url.scheme": parts.scheme,
+        "url.path": parts.path or "/",
+        "url.template": template,
+        "server.address": parts.hostname,
+        "server.port": parts.port or (443 if parts.scheme == "https" else 80),
+        # Set on retries only, as the conventions say.
+        "http.request.resend_count": attempt - 1 if attempt > 1 else None,
+    }
 
 
 class OpenSockets:

@@ -39,9 +39,10 @@ _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No developer setting, .env file, secrets directory or proxy leaks into a test."""
+    """No developer setting, .env file, secrets directory, proxy or OpenTelemetry variable
+    (an OTLP endpoint would turn tracing on) leaks into a test."""
     for name in list(os.environ):
-        if name.startswith("SYNC_") and not name.startswith("SYNC_TEST_"):
+        if name.startswith(("SYNC_", "OTEL_")) and not name.startswith("SYNC_TEST_"):
             monkeypatch.delenv(name)
     for name in (*_PROXY_VARS, *(v.lower() for v in _PROXY_VARS), "CREDENTIALS_DIRECTORY"):
         monkeypatch.delenv(name, raising=False)
@@ -201,7 +202,7 @@ def sync_env(emulator: Emulator) -> Callable[..., dict[str, str]]:
     """Environment for a `comm100-sync` subprocess pointed at the emulator and `database_url`."""
 
     def build(database_url: str, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SYNC_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNC_", "OTEL_"))}
         env.update(
             SYNC_CLIENT_ID="demo-client",
             SYNC_EMAIL="demo@example.com",

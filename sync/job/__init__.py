@@ -1,7 +1,7 @@
 """Sync cycles: one list (cycle), a partner account's lists (account), what they return (results)
 and how a list is fetched (fetch)."""
 
-from sync.job.account import exit_code_of, run_account, run_once
+from sync.job.account import exit_code_of, record_outcome, run_account, run_once
 from sync.job.cycle import Cycle, lock_name
 from sync.job.results import (
     CycleOptions,
@@ -21,6 +21,7 @@ __all__ = [
     "exit_code_of",
     "lock_name",
     "log_summary",
+    "record_outcome",
     "run_account",
     "run_once",
     "utc_now",

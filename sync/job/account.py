@@ -15,6 +15,7 @@ from datetime import datetime
 
 from sqlalchemy.engine import Engine
 
+from sync import tracing
 from sync.client import PartnerClient
 from sync.errors import AuthError, most_severe
 from sync.job.cycle import Cycle
@@ -41,8 +42,46 @@ def run_account(
     Never raises for an expected failure. `upkeep` is the process's memory (a fresh one:
     compare in full, prune); `pool` runs the requests (SYNC_HTTP_CONCURRENCY workers).
     """
-    upkeep = upkeep if upkeep is not None else Upkeep()
+    with tracing.span("sync.cycle", {"sync.account": account}) as span:
+        results = _run_account(
+            engine, client, options, resources, upkeep=upkeep if upkeep is not None else Upkeep(),
+            account=account, now=now, monotonic=monotonic, stop=stop, pool=pool,
+        )  # fmt: skip
+        record_outcome(span, results)
+        return results
 
+
+def record_outcome(span: tracing.Traced, results: Sequence[RunResult]) -> None:
+    """A cycle span's closing attributes: its lists, the worst of their outcomes."""
+    code = exit_code_of(results)
+    worst = next((r for r in results if r.exit_code == code), None)
+    partners = sorted({r.partner_id for r in results if r.partner_id})
+    span.set(
+        {
+            "sync.partner_id": ",".join(partners) or None,
+            "sync.resources": len(results),
+            "sync.outcome": worst.status if worst is not None else "nothing due",
+            "sync.exit_code": code,
+        }
+    )
+    errors = [r.error for r in results if r.error is not None]
+    if errors:
+        span.fail(errors[0], f"{len(errors)} of {len(results)} lists failed")
+
+
+def _run_account(
+    engine: Engine,
+    client: PartnerClient,
+    options: CycleOptions,
+    resources: Sequence[Resource],
+    *,
+    upkeep: Upkeep,
+    account: str,
+    now: Callable[[], datetime],
+    monotonic: Callable[[], float],
+    stop: StopSignal | None,
+    pool: Executor | None,
+) -> list[RunResult]:
     def cycle(resource: Resource, workers: Executor | None) -> Cycle:
         return Cycle(
             engine, client, options, resource, upkeep=upkeep, now=now, monotonic=monotonic,
@@ -62,10 +101,18 @@ def run_account(
     try:
         partner_lists = [r for r in resources if not r.site_scoped]
         per_site_lists = [r for r in resources if r.site_scoped]
+
+        # Bound, each list's span nests under the cycle's whichever thread runs it.
+        @tracing.bind
+        def partner_list(resource: Resource) -> RunResult:
+            return cycle(resource, None).run(partner_id)
+
+        @tracing.bind
+        def per_site_list(resource: Resource) -> RunResult:
+            return cycle(resource, workers).run(partner_id)
+
         # Each partner list is one request: they go out together, up to the concurrency.
-        results = list(
-            workers.map(lambda resource: cycle(resource, None).run(partner_id), partner_lists)
-        )
+        results = list(workers.map(partner_list, partner_lists))
         failed_auth = next((r.error for r in results if isinstance(r.error, AuthError)), None)
         if failed_auth is not None:
             return results + [
@@ -74,9 +121,7 @@ def run_account(
         # The per-site lists run side by side, their requests queued on the same workers: one
         # list writes while the next one's requests are answered.
         with ThreadPoolExecutor(max(1, len(per_site_lists)), thread_name_prefix="list") as lists:
-            results += lists.map(
-                lambda resource: cycle(resource, workers).run(partner_id), per_site_lists
-            )
+            results += lists.map(per_site_list, per_site_lists)
         return results
     finally:
         if own_pool:

@@ -7,14 +7,15 @@ on within its budget; what it cuts short is recorded as 'interrupted'.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Engine
 
-from sync import store
+from sync import store, tracing
 from sync.client import PartnerClient
 from sync.errors import (
     AuthPausedError,
@@ -63,10 +64,32 @@ class Cycle:
         # Known before any request when configured or remembered; failures are filed under it.
         self.partner_id: str | None = client.tokens.known_partner
         self.run_id: int | None = None
+        self.span: tracing.Traced | None = None
+
+    @contextlib.contextmanager
+    def traced(self) -> Iterator[None]:
+        """The list's span (`sync.resource`) around the block, unless already inside it."""
+        if self.span is not None:
+            yield
+            return
+        attributes = {
+            "sync.account": self.account,
+            "sync.resource": self.resource.name,
+            "sync.partner_id": self.partner_id,
+        }
+        with tracing.span("sync.resource", attributes) as self.span:
+            try:
+                yield
+            finally:
+                self.span = None
 
     def run(self, partner_id: str) -> RunResult:
         """The cycle for `partner_id`; records and returns every expected failure."""
         self.partner_id = partner_id
+        with self.traced():
+            return self._run(partner_id)
+
+    def _run(self, partner_id: str) -> RunResult:
         if self.stop is not None and self.stop.requested:
             return self.result("interrupted", InterruptedCycleError("stopping: not started"))
         try:
@@ -82,11 +105,11 @@ class Cycle:
                     pause_point("after_commit")
                 except BaseException as error:
                     # Close the run row while still holding the lock: nobody sees it running.
-                    return self.failed(error)
+                    return self._failed(error)
             self.prune()
             return self.result(status, partial, counts)
         except BaseException as error:
-            return self.failed(error)
+            return self._failed(error)
 
     def sync(self, partner_id: str) -> tuple[str, dict[str, int], PartialError | None]:
         engine, resource, options = self.engine, self.resource, self.options
@@ -106,6 +129,17 @@ class Cycle:
             digest = fetched.digest(f"personal={options.keep_personal_data}")
             key, compared_at = (resource.name, partner_id), self.monotonic()
             full = self.upkeep.full_compare_due(key, compared_at, options.full_compare_seconds)
+            if self.span is not None:
+                self.span.set(
+                    {
+                        "sync.run_id": self.run_id,
+                        "sync.full_compare": full,
+                        "sync.sites": len(sites) if resource.site_scoped else None,
+                        "sync.sites_failed": len(fetched.failures)
+                        if resource.site_scoped
+                        else None,
+                    }
+                )
             if not full and digest is not None:
                 same = store.unchanged_snapshot(
                     engine, resource.table, resource=resource.name, partner_id=partner_id,
@@ -163,6 +197,10 @@ class Cycle:
 
     def failed(self, error: BaseException) -> RunResult:
         """Record the failure (once, over a run still 'running'); re-raise unexpected ones."""
+        with self.traced():
+            return self._failed(error)
+
+    def _failed(self, error: BaseException) -> RunResult:
         if isinstance(error, AuthPausedError):
             return self.result("paused", error)  # nothing was sent: nothing to record
         status = "interrupted" if isinstance(error, InterruptedCycleError) else "failed"
@@ -230,4 +268,16 @@ class Cycle:
         )
         with run_context(self.run_id):
             log_summary(outcome)
+        if self.span is not None:
+            self.span.set(
+                {
+                    "sync.partner_id": self.partner_id,
+                    "sync.run_id": self.run_id,
+                    "sync.status": status,
+                    "sync.exit_code": outcome.exit_code,
+                    **{f"sync.rows.{name}": count for name, count in outcome.counts.items()},
+                }
+            )
+            if error is not None:
+                self.span.fail(error)
         return outcome

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 
-from sync import models
+from sync import models, tracing
 from sync.client import PartnerClient
 from sync.errors import AuthError, InterruptedCycleError, SyncError
 from sync.models import Record
@@ -59,8 +59,10 @@ def fetch(
     if not resource.site_scoped:
         return Fetched([(None, client.fetch_body(resource.url_path(), deadline))])
 
+    # Per-site requests run on the pool's threads: bound, their spans nest under the list's.
+    @tracing.bind
     def get(site: int) -> bytes:
-        return client.fetch_body(resource.url_path(site), deadline)
+        return client.fetch_body(resource.url_path(site), deadline, template=resource.path)
 
     fetched = Fetched([])
 

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from sync.schema import sync_auth_state, sync_token_cache
-from sync.store.engine import translate_errors
+from sync.store.engine import operation, translate_errors
 from sync.store.upsert import upsert_row
 
 
@@ -43,7 +43,7 @@ _STATE_COLUMNS = [sync_auth_state.c[name] for name in AuthState.__dataclass_fiel
 
 
 def read_auth_state(engine: Engine, login_key: str) -> AuthState | None:
-    with translate_errors("reading sync_auth_state"), engine.connect() as conn:
+    with operation(engine, "read_auth_state", "reading sync_auth_state"), engine.connect() as conn:
         row = conn.execute(
             sa.select(*_STATE_COLUMNS).where(sync_auth_state.c.login_key == login_key)
         ).first()
@@ -63,7 +63,7 @@ def write_refusal(
     next_attempt_at: datetime,
 ) -> None:
     """Record the `refusals`-th refusal in a row of the credential set `fingerprint`."""
-    with translate_errors("recording the refused login"), engine.begin() as conn:
+    with operation(engine, "write_refusal", "recording the refused login"), engine.begin() as conn:
         values: dict[str, Any] = {
             "login_key": login_key,
             "account": account,
@@ -95,7 +95,10 @@ def write_acceptance(
     }
     if partner_id:
         values["partner_id"] = partner_id
-    with translate_errors("recording the accepted login"), engine.begin() as conn:
+    with (
+        operation(engine, "write_acceptance", "recording the accepted login"),
+        engine.begin() as conn,
+    ):
         upsert_row(conn, sync_auth_state, values)
 
 
@@ -119,7 +122,10 @@ def paused_logins(engine: Engine, now: datetime) -> list[dict[str, Any]]:
 
 
 def read_sealed_token(engine: Engine, login_key: str) -> str | None:
-    with translate_errors("reading sync_token_cache"), engine.connect() as conn:
+    with (
+        operation(engine, "read_sealed_token", "reading sync_token_cache"),
+        engine.connect() as conn,
+    ):
         value = conn.execute(
             sa.select(sync_token_cache.c.sealed).where(sync_token_cache.c.login_key == login_key)
         ).scalar()
@@ -127,7 +133,10 @@ def read_sealed_token(engine: Engine, login_key: str) -> str | None:
 
 
 def write_sealed_token(engine: Engine, login_key: str, sealed: str, now: datetime) -> None:
-    with translate_errors("writing sync_token_cache"), engine.begin() as conn:
+    with (
+        operation(engine, "write_sealed_token", "writing sync_token_cache"),
+        engine.begin() as conn,
+    ):
         upsert_row(
             conn,
             sync_token_cache,

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 
 from sync.schema import sync_rate_calls, sync_rate_state
 from sync.store.clock import as_utc, now_column
-from sync.store.engine import SQLITE_BEGIN, translate_errors
+from sync.store.engine import SQLITE_BEGIN, operation
 from sync.store.upsert import insert_missing
 
 # Old rows are deleted once every this many calls a process takes.
@@ -60,7 +60,10 @@ class SharedBudget:
             StoreError: the database failed.
         """
         calls = sync_rate_calls
-        with translate_errors("taking a slot of the rate budget"), self.engine.connect() as conn:
+        with (
+            operation(self.engine, "reserve_rate_slot", "taking a slot of the rate budget"),
+            self.engine.connect() as conn,
+        ):
             conn = conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
             with conn.begin():
                 blocked, now = self._lock_state(conn)
@@ -115,7 +118,10 @@ class SharedBudget:
 
     def pause(self, seconds: float) -> None:
         """Hold every process's calls for `seconds` from now (a 429's Retry-After)."""
-        with translate_errors("pausing the rate budget"), self.engine.connect() as conn:
+        with (
+            operation(self.engine, "pause_rate_budget", "pausing the rate budget"),
+            self.engine.connect() as conn,
+        ):
             conn = conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
             with conn.begin():
                 blocked, now = self._lock_state(conn)

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.engine import Engine
 
+from sync import tracing
 from sync.errors import StoreError
 from sync.models import canonical_json
 
@@ -107,6 +108,21 @@ def describe_db_error(error: BaseException) -> str:
     text = " ".join(str(original).split())
     kind = type(original).__name__
     return f"database error ({kind}): {text[:300]}"
+
+
+@contextlib.contextmanager
+def operation(engine: Engine, name: str, action: str) -> Iterator[tracing.Traced]:
+    """One store operation (one transaction): a span `store.<name>`, and its database failures
+    as StoreError "`action`: …". The span carries the database, never a statement or a value."""
+    system = engine.dialect.name
+    attributes = {
+        "db.system": system,
+        "db.system.name": system,
+        "db.namespace": engine.url.database,
+        "sync.store.operation": name,
+    }
+    with tracing.span(f"store.{name}", attributes) as span, translate_errors(action):
+        yield span
 
 
 @contextlib.contextmanager

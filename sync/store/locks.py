@@ -18,7 +18,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from sync.store.engine import translate_errors
+from sync.store.engine import operation
 
 log = logging.getLogger(__name__)
 
@@ -56,32 +56,16 @@ def named_lock(engine: Engine, name: str, wait_seconds: float) -> Iterator[bool]
         with _sqlite_lock(engine, name, wait_seconds) as held:
             yield held
         return
-    with translate_errors("taking the sync lock"):
+    # The span covers the wait for the lock, not the holding of it.
+    with operation(engine, "lock", "taking the sync lock") as span:
         conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            held, release = _take(conn, backend, name, wait_seconds)
+        except BaseException:
+            conn.close()
+            raise
+        span.set({"sync.lock.acquired": held})
     try:
-        if backend == "postgresql":
-            key = _pg_key(name)
-            with translate_errors("taking the sync lock"):
-                held = _poll(
-                    lambda: bool(
-                        conn.execute(
-                            sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}
-                        ).scalar()
-                    ),
-                    wait_seconds,
-                )
-            release = sa.text("SELECT pg_advisory_unlock(:k)").bindparams(k=key)
-        elif backend in ("mysql", "mariadb"):
-            lock_name = _mysql_name(engine.url.database, name)
-            with translate_errors("taking the sync lock"):
-                got = conn.execute(
-                    sa.text("SELECT GET_LOCK(:n, :t)"), {"n": lock_name, "t": wait_seconds}
-                ).scalar()
-            held = got == 1
-            release = sa.text("SELECT RELEASE_LOCK(:n)").bindparams(n=lock_name)
-        else:  # pragma: no cover - other dialects get no cross-process guarantee
-            log.warning("no cross-process lock for %s; relying on transactions", backend)
-            held, release = True, None
         try:
             yield held
         finally:
@@ -93,6 +77,30 @@ def named_lock(engine: Engine, name: str, wait_seconds: float) -> Iterator[bool]
                     conn.invalidate()
     finally:
         conn.close()
+
+
+def _take(
+    conn: sa.Connection, backend: str, name: str, wait_seconds: float
+) -> tuple[bool, sa.TextClause | None]:
+    """Try for `wait_seconds` to take the lock `name` on `conn`: (held, its release)."""
+    if backend == "postgresql":
+        key = _pg_key(name)
+        held = _poll(
+            lambda: bool(
+                conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+            ),
+            wait_seconds,
+        )
+        return held, sa.text("SELECT pg_advisory_unlock(:k)").bindparams(k=key)
+    if backend in ("mysql", "mariadb"):
+        lock_name = _mysql_name(conn.engine.url.database, name)
+        got = conn.execute(
+            sa.text("SELECT GET_LOCK(:n, :t)"), {"n": lock_name, "t": wait_seconds}
+        ).scalar()
+        return got == 1, sa.text("SELECT RELEASE_LOCK(:n)").bindparams(n=lock_name)
+    # pragma: no cover - other dialects get no cross-process guarantee
+    log.warning("no cross-process lock for %s; relying on transactions", backend)
+    return True, None
 
 
 @contextlib.contextmanager
@@ -116,7 +124,9 @@ def _sqlite_lock(engine: Engine, name: str, wait_seconds: float) -> Iterator[boo
                 return False
             return True
 
-        held = _poll(try_once, wait_seconds)
+        with operation(engine, "lock", "taking the sync lock") as span:
+            held = _poll(try_once, wait_seconds)
+            span.set({"sync.lock.acquired": held})
         try:
             yield held
         finally:

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection, Engine
 from sync.resources import ACTIVE_SITE_STATUSES
 from sync.schema import ERROR_TEXT_LENGTH, sync_runs
 from sync.store.clock import as_utc
-from sync.store.engine import translate_errors
+from sync.store.engine import operation, translate_errors
 
 ABANDONED_ERROR = "abandoned: the process running this cycle stopped before it finished"
 COUNT_COLUMNS = ("fetched", "inserted", "updated", "deleted", "restored", "unchanged")
@@ -20,7 +20,7 @@ COUNT_COLUMNS = ("fetched", "inserted", "updated", "deleted", "restored", "uncha
 
 def start_run(engine: Engine, *, resource: str, partner_id: str, now: datetime) -> int:
     """Insert and commit a 'running' row, so a killed process leaves a trace; returns its id."""
-    with translate_errors("recording the start of the run"), engine.begin() as conn:
+    with operation(engine, "start_run", "recording the start of the run"), engine.begin() as conn:
         result = conn.execute(
             sa.insert(sync_runs).values(
                 resource=resource, partner_id=partner_id, started_at=now, status="running"
@@ -64,7 +64,7 @@ def finish_run(
 
 def finish_run_now(engine: Engine, run_id: int, **kwargs: Any) -> bool:
     """finish_run in a transaction of its own (failures, skips)."""
-    with translate_errors("recording the end of the run"), engine.begin() as conn:
+    with operation(engine, "finish_run", "recording the end of the run"), engine.begin() as conn:
         return finish_run(conn, run_id, **kwargs)
 
 
@@ -79,7 +79,7 @@ def record_run(
     error: str | None = None,
 ) -> int:
     """Insert a run that is already over (skipped, or failed before it could start)."""
-    with translate_errors("recording the run"), engine.begin() as conn:
+    with operation(engine, "record_run", "recording the run"), engine.begin() as conn:
         result = conn.execute(
             sa.insert(sync_runs).values(
                 resource=resource,
@@ -100,7 +100,7 @@ def fail_abandoned_runs(engine: Engine, *, resource: str, partner_id: str, now: 
     are found with a plain read first and updated by id: an UPDATE by a WHERE over the index
     would take gap locks on MariaDB, which deadlock with other lists inserting their runs.
     """
-    with translate_errors("closing abandoned runs"), engine.begin() as conn:
+    with operation(engine, "fail_abandoned_runs", "closing abandoned runs"), engine.begin() as conn:
         abandoned = list(
             conn.execute(
                 sa.select(sync_runs.c.id).where(
@@ -135,7 +135,7 @@ def unchanged_snapshot(
     Called under the partner lock, so no other cycle can have written since that success.
     The row count catches a table emptied or pruned by hand.
     """
-    with translate_errors("reading sync_runs"), engine.connect() as conn:
+    with operation(engine, "unchanged_snapshot", "reading sync_runs"), engine.connect() as conn:
         last = conn.execute(
             sa.select(sync_runs.c.snapshot_hash, sync_runs.c.fetched)
             .where(
@@ -179,7 +179,7 @@ def prune_runs(engine: Engine, *, older_than: datetime, max_batches: int = 20) -
     )
     removed = 0
     for _ in range(max_batches):
-        with translate_errors("pruning old sync_runs"), engine.begin() as conn:
+        with operation(engine, "prune_runs", "pruning old sync_runs"), engine.begin() as conn:
             # Two statements: MariaDB allows no LIMIT in an IN subquery.
             ids = list(conn.execute(pick).scalars())
             if ids:
@@ -230,7 +230,7 @@ def active_site_ids(engine: Engine, partner_id: str) -> list[int]:
         sa.column("status"),
         sa.column("deleted_at"),
     )
-    with translate_errors("reading sites"), engine.connect() as conn:
+    with operation(engine, "active_site_ids", "reading sites"), engine.connect() as conn:
         return [
             int(site)
             for site in conn.execute(

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 
 from sync.schema import sync_state
 from sync.store.clock import db_now
-from sync.store.engine import translate_errors
+from sync.store.engine import operation, translate_errors
 from sync.store.upsert import insert_missing
 
 Key = tuple[str, str]  # (resource, partner_id)
@@ -47,7 +47,7 @@ def claim(
     claimed it first (unless `force`: `once` always runs, and pushes the due time on)."""
     resource, partner_id = key
     state = sync_state.c
-    with translate_errors("claiming work in sync_state"), engine.begin() as conn:
+    with operation(engine, "claim", "claiming work in sync_state"), engine.begin() as conn:
         now = db_now(conn)
         insert_missing(
             conn, sync_state, {"resource": resource, "partner_id": partner_id, "last_write_at": now}

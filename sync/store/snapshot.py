@@ -21,7 +21,7 @@ from sync.resources import Resource
 from sync.schema import sync_state
 from sync.store import bulk
 from sync.store.bulk import BATCH_SIZE, batched
-from sync.store.engine import SQLITE_BEGIN, translate_errors
+from sync.store.engine import SQLITE_BEGIN, operation
 from sync.store.runs import finish_run
 from sync.store.upsert import insert_missing
 
@@ -57,7 +57,7 @@ def apply_snapshot(
         SafetyLimitError: too many deletes; nothing written.
         StoreError: the database failed; nothing written.
     """
-    with translate_errors(f"writing {resource.name}"), engine.connect() as conn:
+    with operation(engine, "apply_snapshot", f"writing {resource.name}"), engine.connect() as conn:
         conn = conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
         with conn.begin():
             take_fence(conn, resource.name, partner_id, now=now)
