@@ -32,7 +32,7 @@ MAKE_VENV = "python -m venv --without-pip /opt/comm100-sync"
 INSTALL = (
     "python -m pip --python /opt/comm100-sync/bin/python install "
     "--no-cache-dir --disable-pip-version-check --only-binary=:all: "
-    '"$(echo /wheels/comm100_sync-*.whl)[postgresql,mysql]"'
+    '"$(echo /wheels/comm100_sync-*.whl)[postgresql,mysql,otel]"'
 )
 PIP_TIMEOUT_SECONDS = 600
 CLI_TIMEOUT_SECONDS = 60
@@ -167,7 +167,7 @@ def test_dockerfile_install_steps_give_a_working_command(tmp_path: Path) -> None
             "--no-cache-dir",
             "--disable-pip-version-check",
             "--only-binary=:all:",
-            f"{wheel}[postgresql,mysql]",
+            f"{wheel}[postgresql,mysql,otel]",
         ],
         cwd=work,
         timeout=PIP_TIMEOUT_SECONDS,
@@ -206,9 +206,14 @@ def test_dockerfile_install_steps_give_a_working_command(tmp_path: Path) -> None
         views = {name for (name,) in conn.execute(query)}
     assert {"platforms_current", "platform_history", "sites_current", "all_changes"} <= views
 
-    # Both drivers are in the image (extras): the same image serves PostgreSQL and MariaDB.
+    # Both drivers and OpenTelemetry are in the image (extras): one image serves PostgreSQL and
+    # MariaDB, and traces where an OTLP endpoint is injected.
     drivers = run(
-        [str(venv / "bin" / "python"), "-c", "import psycopg, pymysql"],
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import psycopg, pymysql, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http",
+        ],
         cwd=work,
         env=env,
         timeout=CLI_TIMEOUT_SECONDS,
