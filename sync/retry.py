@@ -5,8 +5,10 @@ The clock and the random source come in as arguments, so tests drive time by han
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import Enum
@@ -61,6 +63,10 @@ class Deadline:
 
     After a stop request the point moves to the stop's cutoff, if that is sooner: a cycle in
     flight carries on, but nothing it does (a retry wait, a request) may outlive the budget.
+
+    Time spent waiting for the shared rate budget does not count (see paused): such a wait is
+    the budget's pacing, not a stall, and a list with more sites than the budget serves within
+    the timeout must still complete instead of failing the same sites every cycle.
     """
 
     def __init__(
@@ -72,6 +78,12 @@ class Deadline:
         self._clock = clock
         self._at = clock() + seconds
         self._stop = stop
+        # The union of the intervals in which some thread waits for the budget (per-site
+        # requests wait side by side): one wait of two threads at once counts once.
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._paused_since = 0.0
+        self._paused = 0.0
 
     @property
     def stopping(self) -> bool:
@@ -79,11 +91,31 @@ class Deadline:
         return self._stop is not None and self._stop.requested
 
     def remaining(self) -> float:
-        at = self._at if self._stop is None else min(self._at, self._stop.cutoff())
-        return max(0.0, at - self._clock())
+        with self._lock:
+            now = self._clock()
+            paused = self._paused + (now - self._paused_since if self._waiting else 0.0)
+        at = self._at + paused
+        if self._stop is not None:
+            at = min(at, self._stop.cutoff())
+        return max(0.0, at - now)
 
     def expired(self) -> bool:
         return self.remaining() <= 0.0
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """While inside, the deadline does not come closer (a stop's cutoff still does)."""
+        with self._lock:
+            if self._waiting == 0:
+                self._paused_since = self._clock()
+            self._waiting += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._waiting -= 1
+                if self._waiting == 0:
+                    self._paused += self._clock() - self._paused_since
 
 
 def parse_retry_after(value: str | None, now_epoch: float) -> float | None:

@@ -204,22 +204,18 @@ class Transport:
             self._sleep(decision.delay_seconds)
 
     def _take_slot(self, label: str, url: str, deadline: Deadline) -> None:
-        """Wait for a slot of the shared rate budget, within the deadline."""
+        """Wait for a slot of the shared rate budget; the wait does not eat the cycle's deadline
+        (Deadline.paused), but a stop's cutoff still bounds it."""
         if self.budget is None:
             return
         while (wait := self.budget.reserve()) > 0:
-            if wait >= deadline.remaining():
-                if deadline.stopping:
-                    raise InterruptedCycleError(
-                        f"{label}: stopped while waiting for the rate budget; nothing was committed"
-                    )
-                raise UnavailableError(
-                    f"{label}: the shared rate budget has no slot before the cycle deadline "
-                    f"(next in {wait:.0f}s): raise the interval or SYNC_CYCLE_TIMEOUT_SECONDS",
-                    endpoint=endpoint_of(url),
+            if deadline.stopping and wait >= deadline.remaining():
+                raise InterruptedCycleError(
+                    f"{label}: stopped while waiting for the rate budget; nothing was committed"
                 )
             log.debug("%s: waiting %.2fs for the rate budget", label, wait)
-            self._sleep(wait)
+            with deadline.paused():
+                self._sleep(wait)
 
     def _attempt(
         self,

@@ -262,6 +262,32 @@ def test_a_stop_never_extends_the_deadline(clock) -> None:
     assert deadline.remaining() == 5.0
 
 
+def test_time_paused_for_the_budget_does_not_count_and_overlapping_pauses_count_once(
+    clock,
+) -> None:
+    deadline = Deadline(10.0, clock)
+    clock.advance(2.0)
+    with deadline.paused():  # one thread waits 5 s for the budget...
+        clock.advance(3.0)
+        with deadline.paused():  # ...another joins it for the last 2 s
+            clock.advance(2.0)
+            assert deadline.remaining() == 8.0
+    clock.advance(1.0)
+
+    assert deadline.remaining() == 7.0  # 10 s, less the 3 s not spent waiting
+
+
+def test_a_pause_never_holds_off_a_stops_cutoff(clock) -> None:
+    from sync.shutdown import Shutdown
+
+    stop = Shutdown(budget_seconds=8.0, clock=clock)
+    deadline = Deadline(300.0, clock, stop)
+    stop.request("SIGTERM")
+    with deadline.paused():
+        clock.advance(5.0)
+        assert deadline.remaining() == 3.0
+
+
 # --------------------------------------------------------------------------- auth pause
 
 

@@ -376,3 +376,53 @@ def test_body_exactly_at_the_cap_is_accepted(
     api.platforms(body=b"x" * 4096)
 
     assert len(get(make_transport(max_response_bytes=4096), deadline).body) == 4096
+
+
+# --------------------------------------------------------------------------- the rate budget
+
+
+class ScriptedBudget:
+    """A rate budget that answers reserve() with the waits given, then 0 (a slot)."""
+
+    def __init__(self, *waits: float) -> None:
+        self.waits = list(waits)
+        self.paused: list[float] = []
+
+    def reserve(self) -> float:
+        return self.waits.pop(0) if self.waits else 0.0
+
+    def pause(self, seconds: float) -> None:
+        self.paused.append(seconds)
+
+
+def test_waiting_for_the_rate_budget_does_not_use_up_the_cycle_deadline(
+    api: FakePartnerApi, make_transport: MakeTransport, clock
+) -> None:
+    """A list with more sites than the budget serves within SYNC_CYCLE_TIMEOUT_SECONDS must
+    still complete: its budget waits are pacing, not a stall (else the same sites would fail
+    every cycle)."""
+    api.platforms()
+    transport = make_transport()
+    transport.budget = ScriptedBudget(20.0, 20.0, 20.0)
+    deadline = Deadline(30.0, clock)
+
+    response = get(transport, deadline)
+
+    assert response.status == 200
+    assert clock.sleeps == [20.0, 20.0, 20.0]
+    assert deadline.remaining() == 30.0
+
+
+def test_after_a_stop_a_budget_wait_beyond_the_cutoff_is_not_taken(
+    api: FakePartnerApi, make_transport: MakeTransport, clock
+) -> None:
+    stop = Shutdown(budget_seconds=8.0, clock=clock)
+    stop.request("SIGTERM")
+    transport = make_transport()
+    transport.budget = ScriptedBudget(20.0)
+
+    with pytest.raises(InterruptedCycleError, match="waiting for the rate budget"):
+        get(transport, Deadline(300.0, clock, stop))
+
+    assert len(api.mock.calls) == 0
+    assert clock.sleeps == []
