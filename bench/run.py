@@ -353,9 +353,12 @@ def render(results: dict[str, Any]) -> str:
         add("")
         add(
             "One process per database; `run_once` = sync.job.run_once on one client and engine; "
-            "`run` tick = sync.scheduler.Service.cycle (run_once + metrics + health), the work of "
-            "one tick of `comm100-sync run` without the interval wait. CPU = process time of the "
-            "cycle (the emulator runs elsewhere). Extra CPU = project − baseline."
+            "`run` tick = sync.scheduler.Service.tick (the due-work lookup, the claim, the cycle, "
+            "metrics and health), the work of one tick of `comm100-sync run` that finds the list "
+            "due, without the interval wait (the list is made due again before each, untimed). "
+            "CPU = process time of the cycle (the emulator runs elsewhere). Extra CPU = project − "
+            "baseline. Unpaced (SYNC_RATE_LIMIT=0): the budget section measures what a slot "
+            "costs."
         )
         add("")
         add(

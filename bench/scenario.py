@@ -13,7 +13,8 @@ them); with `--again` the project then runs a second cycle in the same process, 
 `copy-schema` is an experiment, not the project: the project's own parsing, then COPY of every
 row and audit row into the project's own tables (PostgreSQL only).
 `steady`: many cycles on one client and engine (token reused), alternating the project's
-run_once, the project's `run` loop tick (scheduler.Service.cycle) and the baseline.
+run_once, the project's `run` loop tick (scheduler.Service.tick, with the list made due again
+before each, untimed) and the baseline.
 `account`: `--cycles` cycles of run_account over LISTS in one process, as `run` does them (one
 client, token, Upkeep and request pool): the first compares in full, the next ones may take the
 unchanged-answer shortcut. `once`: `comm100-sync once` itself (sync.cli.main) in this process.
@@ -231,7 +232,7 @@ def project_settings(
         max_delete_fraction=1.0,
         log_level="INFO",
         # `cycle` and `steady` are about the platform list (the baseline's one GET);
-        # Service.cycle would otherwise sync the default four lists.
+        # Service.tick would otherwise sync the default four lists.
         resources=resources,
         http_concurrency=http_concurrency,
         # Unpaced unless asked: the budget's cost is measured apart (bench/budget.py).
@@ -422,8 +423,26 @@ def steady(args: argparse.Namespace) -> dict[str, Any]:
         if result.status != "success":
             raise SystemExit(f"project cycle {result.status}: {result.error}")
 
+    # A tick of `run` syncs what is due: make the list due again before each one (untimed, on
+    # the baseline's engine), so that every tick looks it up, claims it and syncs it once.
+    ticked: list[Any] = []
+    run_list = service.run
+
+    def recorded_run(account: Any, resource: Any) -> Any:
+        ticked.append(run_list(account, resource))
+        return ticked[-1]
+
+    service.run = recorded_run  # type: ignore[method-assign]
+
+    def make_due() -> None:
+        with b_engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE sync_state SET next_due_at = NULL")
+
     def loop_tick() -> None:
-        service.cycle()
+        before = len(ticked)
+        service.tick()
+        if len(ticked) != before + 1 or ticked[-1].status != "success":
+            raise SystemExit(f"a `run` tick did not sync the list once: {ticked[before:]}")
 
     def plain() -> None:
         baseline.sync(b_engine, baseline.fetch(b_session, api, b_token))
@@ -433,10 +452,12 @@ def steady(args: argparse.Namespace) -> dict[str, Any]:
         "service": (loop_tick, service.engine),
         "baseline": (plain, b_engine),
     }
+    before = {"service": make_due}
     counters = {name: StatementCounter(eng) for name, (_fn, eng) in impls.items()}
     # Warm-up: the first cycles fetch the token, connect, and fill the statement cache.
     for _ in range(3):
-        for fn, _eng in impls.values():
+        for name, (fn, _eng) in impls.items():
+            before.get(name, lambda: None)()
             fn()
     control = requests.Session()
     control.delete(f"{args.emulator}/_emulator/requests", timeout=30).raise_for_status()
@@ -450,6 +471,7 @@ def steady(args: argparse.Namespace) -> dict[str, Any]:
         for name in order:
             fn, _eng = impls[name]
             counter = counters[name]
+            before.get(name, lambda: None)()
             s0, c0 = counter.snapshot()
             wall0, cpu0 = time.perf_counter(), time.process_time()
             fn()
@@ -473,7 +495,7 @@ def steady(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "cycles": args.cycles,
         "samples": samples,
-        # run_once and Service.cycle send the same User-Agent: split their total evenly
+        # run_once and Service.tick send the same User-Agent: split their total evenly
         # (both reuse one token, so each cycle is the one GET).
         "requests_per_cycle": {
             "project": project_requests / (2 * args.cycles),
