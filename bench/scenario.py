@@ -342,6 +342,7 @@ def copy_into_project_schema(
     to compare. Returns the counts and the seconds spent in the two COPYs."""
     from datetime import UTC, datetime
 
+    import orjson
     from sync.parsing import parse_list
     from sync.resources import PLATFORMS
     from sync.schema import sync_runs
@@ -382,7 +383,9 @@ def copy_into_project_schema(
         columns = "run_id, partner_id, platform_id, action, new_values, changed_fields, changed_at"
         with cursor.copy(f"COPY platform_audit ({columns}) FROM STDIN") as out:
             for r in records:
-                out.write_row((run_id, partner, r.key, "insert", r.text, r.fields.decode(), now))
+                # changed_fields as the store writes an insert's (sync.store.snapshot).
+                fields = orjson.dumps(r.fields).decode()
+                out.write_row((run_id, partner, r.key, "insert", r.text, fields, now))
         copy_seconds = time.perf_counter() - copy0
         conn.execute(
             sa.update(sync_runs)
