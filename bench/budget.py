@@ -215,7 +215,7 @@ def run_replicas(
             replicas = children.results("a replica", timeout=30)
         records = emu.requests()
         stats = emu.stats()
-        runs = run_statuses(url)
+        runs, cycle_seconds = run_statuses(url)
     finally:
         emu.stop()
         dbs.drop(url)
@@ -239,20 +239,31 @@ def run_replicas(
         "attempt_statements": sum(r["budget"]["statements"] for r in replicas),
         "attempt_p95_seconds": max(r["attempt_seconds"]["p95"] for r in replicas),
         "runs": runs,
+        "per_site_cycle_seconds": cycle_seconds,
     }
 
 
-def run_statuses(url: str) -> dict[str, int]:
-    """How many runs of each status the replicas recorded (skipped: another had the list)."""
+def run_statuses(url: str) -> tuple[dict[str, int], list[float]]:
+    """How many runs of each status the replicas recorded (skipped: another had the list),
+    and how long each successful cycle of a per-site list that fetched something took."""
+    from sync.resources import REGISTRY
     from sync.schema import sync_runs
     from sync.store import create_engine
 
+    per_site = [name for name, resource in REGISTRY.items() if resource.site_scoped]
+    runs = sync_runs.c
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            return dict(Counter(conn.execute(sa.select(sync_runs.c.status)).scalars()))
+            statuses = dict(Counter(conn.execute(sa.select(runs.status)).scalars()))
+            spans = conn.execute(
+                sa.select(runs.started_at, runs.finished_at).where(
+                    runs.resource.in_(per_site), runs.status == "success", runs.fetched > 0
+                )
+            ).all()
     finally:
         engine.dispose()
+    return statuses, sorted((end - start).total_seconds() for start, end in spans)
 
 
 # --------------------------------------------------------------------------- acquire
@@ -489,13 +500,16 @@ def render_budget(data: dict[str, Any], add: Add) -> None:
         add(
             "| database | replicas | calls per window after the first (min / mean / max) | "
             "utilisation (min / mean) | busiest window | 429s | token requests | slots per "
-            "replica | attempts per call | time per attempt (mean; worst p95) | runs |"
+            "replica | attempts per call | time per attempt (mean; worst p95) | a per-site "
+            "list's cycle (median; n) | runs |"
         )
-        add("|---|---|---|---|---|---|---|---|---|---|---|")
+        add("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in replicas:
             after = r["windows"][1:]
             u = utilisation(r["windows"])
             runs = ", ".join(f"{k} {v}" for k, v in sorted(r["runs"].items()))
+            cycles = r.get("per_site_cycle_seconds") or []
+            cycle = f"{fmt_s(med(cycles))}; {len(cycles)}" if cycles else "none"
             add(
                 f"| {r['backend']} | {r['replicas']} | {min(after)} / "
                 f"{statistics.fmean(after):.1f} / {max(after)} (all: "
@@ -503,7 +517,7 @@ def render_budget(data: dict[str, Any], add: Add) -> None:
                 f"{statistics.fmean(u):.0%} | {r['busiest_window']} | {r['rate_limited']} | "
                 f"{r['token_requests']} | {', '.join(map(str, r['granted_by_replica']))} | "
                 f"{r['attempts'] / r['calls']:.2f} | {ms(r['attempt_seconds'] / r['attempts'])}; "
-                f"{ms(r['attempt_p95_seconds'])} | {runs} |"
+                f"{ms(r['attempt_p95_seconds'])} | {cycle} | {runs} |"
             )
         add("")
         window = budget_window(BUDGET_CALLS, WINDOW_SECONDS)
@@ -513,7 +527,10 @@ def render_budget(data: dict[str, Any], add: Add) -> None:
             f"calls fall in {WINDOW_SECONDS:g} s ({WINDOW_SECONDS / window:.0%} of "
             f"{BUDGET_CALLS}); it paces them a tenth of the budget at a time, so a fixed window "
             f"holds more or fewer depending on where it starts. Runs: what the replicas "
-            f"recorded in sync_runs (interrupted: cut short by the SIGTERM that ends the run)."
+            f"recorded in sync_runs (interrupted: cut short by the SIGTERM that ends the run); "
+            f"a per-site list's cycle: the successful cycles of a per-site list that fetched "
+            f"its {live_sites()} live sites, from sync_runs (replicas that sync lists side by "
+            f"side share the budget, so each cycle takes longer)."
         )
         add("")
     if acquire:
