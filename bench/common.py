@@ -68,18 +68,23 @@ def sync_env(
     emu: EmulatorProcess, url: str, cwd: Path, *, resources: str | None, **extra: str
 ) -> dict[str, str]:
     """Environment for `comm100-sync once` and baseline.py: the emulator, `url`, the lists
-    (SYNC_RESOURCES; None leaves it unset, so `once` syncs its default four), nothing else."""
-    return child_env(
+    (SYNC_RESOURCES; None leaves it unset, so `once` syncs its default four), no rate budget
+    unless `extra` sets SYNC_RATE_LIMIT, nothing else.
+
+    Unpaced, as the tests run: the default budget (270 calls per 300 s) would hold a 200-site
+    fan-out for a quarter of an hour; the budget section measures what it costs."""
+    settings = {
         **CREDENTIALS,
-        SYNC_AUTH_URL=emu.auth_url,
-        SYNC_API_URL=emu.api_url,
-        SYNC_DATABASE_URL=url,
-        SYNC_ENV_FILE="",
-        SYNC_SECRETS_DIR=str(cwd / "no-secrets"),
-        SYNC_MAX_DELETE_FRACTION="1.0",
+        "SYNC_AUTH_URL": emu.auth_url,
+        "SYNC_API_URL": emu.api_url,
+        "SYNC_DATABASE_URL": url,
+        "SYNC_ENV_FILE": "",
+        "SYNC_SECRETS_DIR": str(cwd / "no-secrets"),
+        "SYNC_MAX_DELETE_FRACTION": "1.0",
+        "SYNC_RATE_LIMIT": "0",
         **({"SYNC_RESOURCES": resources} if resources else {}),
-        **extra,
-    )
+    }
+    return child_env(**(settings | extra))
 
 
 def create_baseline_tables(url: str) -> None:
@@ -274,6 +279,13 @@ class EmulatorProcess:
         reply.raise_for_status()
         records: list[dict[str, Any]] = reply.json()
         return records
+
+    def stats(self) -> dict[str, int]:
+        """The emulator's counters (Emulator.stats: answers per list, 429s, token grants)."""
+        reply = self.control.get(f"{self.url}/_emulator/stats", timeout=30)
+        reply.raise_for_status()
+        counters: dict[str, int] = reply.json()
+        return counters
 
     def stop(self) -> None:
         self.control.close()

@@ -13,7 +13,8 @@ same run, alternating with it, so that the machine's noise cancels.
 Sections: cold (3 platforms), lists (cold `once` of the default four lists), steady, scaling (to
 100,000 platforms, with the economy table), copy (100,000 platforms on PostgreSQL: executemany
 or COPY), fanout (200 sites x 4 per-site lists at 50 ms a request), statements (3 and 200
-sites), imports. The whole-account sections live in bench/account.py.
+sites), budget (the shared rate budget: 1, 3 and 5 replicas, the cost of a slot), imports. The
+whole-account sections live in bench/account.py, the budget's in bench/budget.py.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import account
+import budget
 from common import (
     BACKENDS,
     BASELINE_TABLES,
@@ -65,7 +67,9 @@ from common import (
     workdir,
 )
 
-SECTIONS = ("cold", "lists", "steady", "scaling", "copy", "fanout", "statements", "imports")
+SECTIONS = (
+    "cold", "lists", "steady", "scaling", "copy", "fanout", "statements", "budget", "imports",
+)  # fmt: skip
 PHASES = ("first", "changed", "nochange")
 PHASE_TITLES = {
     "first": "first cycle",
@@ -314,6 +318,7 @@ def render(results: dict[str, Any]) -> str:
     for title, targets in (
         ("Targets of the whole-account issue (speed and cost)", account.targets(results)),
         ("Targets of issue 6 (the platform list)", evaluate_targets(results)),
+        ("Targets of issue 12 (the shared rate budget)", budget.targets(results)),
     ):
         if not targets:
             continue
@@ -348,9 +353,12 @@ def render(results: dict[str, Any]) -> str:
         add("")
         add(
             "One process per database; `run_once` = sync.job.run_once on one client and engine; "
-            "`run` tick = sync.scheduler.Service.cycle (run_once + metrics + health), the work of "
-            "one tick of `comm100-sync run` without the interval wait. CPU = process time of the "
-            "cycle (the emulator runs elsewhere). Extra CPU = project − baseline."
+            "`run` tick = sync.scheduler.Service.tick (the due-work lookup, the claim, the cycle, "
+            "metrics and health), the work of one tick of `comm100-sync run` that finds the list "
+            "due, without the interval wait (the list is made due again before each, untimed). "
+            "CPU = process time of the cycle (the emulator runs elsewhere). Extra CPU = project − "
+            "baseline. Unpaced (SYNC_RATE_LIMIT=0): the budget section measures what a slot "
+            "costs."
         )
         add("")
         add(
@@ -440,6 +448,8 @@ def render(results: dict[str, Any]) -> str:
         account.render_fanout(results["fanout"], add)
     if results.get("statements"):
         account.render_statements(results["statements"], add)
+    if results.get("budget"):
+        budget.render_budget(results["budget"], add)
 
     imports = results.get("imports")
     if imports:
@@ -726,6 +736,8 @@ def main() -> int:
                 results["fanout"] = account.bench_fanout(dbs, cwd, args.quick)
             if "statements" in sections:
                 results["statements"] = account.bench_statements(dbs, cwd)
+            if "budget" in sections:
+                results["budget"] = budget.bench_budget(dbs, cwd, args.quick)
             if "imports" in sections:
                 results["imports"] = bench_imports(dbs, emu, cwd)
         versions = server_versions(dbs)

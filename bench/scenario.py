@@ -4,6 +4,8 @@
     scenario.py steady  --db URL --emulator URL [--cycles 50]
     scenario.py account --db URL --emulator URL --resources LISTS [--concurrency 4] [--cycles 2]
     scenario.py once    --emulator URL          (settings from the SYNC_* environment)
+    scenario.py replica --emulator URL          (`comm100-sync run`, settings from SYNC_*)
+    scenario.py acquire --db URL --count N [--ready DIR]
 
 `cycle`: one sync cycle of the platform list (token, fetch, diff, write), timed in-process:
 imports and settings are done before the clock starts (the cold `once` runs in run.py include
@@ -11,11 +13,20 @@ them); with `--again` the project then runs a second cycle in the same process, 
 `copy-schema` is an experiment, not the project: the project's own parsing, then COPY of every
 row and audit row into the project's own tables (PostgreSQL only).
 `steady`: many cycles on one client and engine (token reused), alternating the project's
-run_once, the project's `run` loop tick (scheduler.Service.cycle) and the baseline.
+run_once, the project's `run` loop tick (scheduler.Service.tick, with the list made due again
+before each, untimed) and the baseline.
 `account`: `--cycles` cycles of run_account over LISTS in one process, as `run` does them (one
 client, token, Upkeep and request pool): the first compares in full, the next ones may take the
 unchanged-answer shortcut. `once`: `comm100-sync once` itself (sync.cli.main) in this process.
 Both report, per cycle, the emulator's request count and the statements by verb and table.
+`account --rate CALLS/SECONDS` runs under that shared rate budget (default 0: none).
+`replica`: `comm100-sync run` (sync.cli.main) in this process until SIGTERM, then what its rate
+budget did. `acquire`: N slots of a budget too large to pace, one after another, after waiting
+at the barrier in DIR (so that several processes contend from the same moment).
+
+BudgetProbe wraps SharedBudget.reserve in `account`, `replica` and `acquire`: attempts, slots
+taken, the time inside each, and the statements, commits and pool checkouts (each a pre-ping)
+that reserve() sends, counted in its own thread only.
 
 Counts SQL statements with SQLAlchemy's before_cursor_execute (an executemany is one), the
 written tables from each INSERT/UPDATE/DELETE's text, rows from the cursor's rowcount, and the
@@ -30,7 +41,9 @@ import json
 import os
 import re
 import resource
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -127,6 +140,69 @@ class StatementCounter:
             counter.clear()
 
 
+class BudgetProbe:
+    """What SharedBudget.reserve costs in this process: every call to it (an attempt), the
+    attempts that took a slot, the seconds inside each, and the statements (cursor events),
+    commits and pool checkouts (each one a pre-ping) it sends. Counts only inside reserve(), in
+    the thread that called it, so the cycle's own statements stay out."""
+
+    def __init__(self) -> None:
+        from sync.store.budget import SharedBudget
+
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self.reset()
+        original = SharedBudget.reserve
+        probe = self
+
+        def reserve(budget: Any) -> float:
+            probe._local.active = True
+            started = time.perf_counter()
+            try:
+                wait = float(original(budget))
+            finally:
+                elapsed = time.perf_counter() - started
+                probe._local.active = False
+            with probe._lock:
+                probe.durations.append(elapsed)
+                probe.granted += wait == 0.0
+                if wait > 0:
+                    probe.waited_seconds += wait
+            return wait
+
+        SharedBudget.reserve = reserve  # type: ignore[method-assign]
+        event.listen(sa.engine.Engine, "before_cursor_execute", self._count("statements"))
+        event.listen(sa.engine.Engine, "commit", self._count("commits"))
+        event.listen(sa.pool.Pool, "checkout", self._count("checkouts"))
+
+    def _count(self, name: str) -> Any:
+        def on_event(*_args: Any) -> None:
+            if getattr(self._local, "active", False):
+                with self._lock:
+                    self.counts[name] += 1
+
+        return on_event
+
+    def reset(self) -> None:
+        self.durations: list[float] = []
+        self.granted = 0
+        self.waited_seconds = 0.0
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def tally(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "attempts": len(self.durations),
+                "granted": self.granted,
+                "seconds": sum(self.durations),
+                "durations": list(self.durations),
+                "told_to_wait_seconds": self.waited_seconds,
+                "statements": self.counts["statements"],
+                "commits": self.counts["commits"],
+                "checkouts": self.counts["checkouts"],
+            }
+
+
 def peak_rss_mb() -> float:
     """This process's peak RSS since exec (VmHWM; ru_maxrss would include the parent's)."""
     with open("/proc/self/status") as status:
@@ -137,7 +213,10 @@ def peak_rss_mb() -> float:
 
 
 def project_settings(
-    args: argparse.Namespace, resources: str = "platforms", http_concurrency: int = 4
+    args: argparse.Namespace,
+    resources: str = "platforms",
+    http_concurrency: int = 4,
+    rate_limit: str = "0",
 ) -> Any:
     from sync.settings import Settings
 
@@ -153,9 +232,11 @@ def project_settings(
         max_delete_fraction=1.0,
         log_level="INFO",
         # `cycle` and `steady` are about the platform list (the baseline's one GET);
-        # Service.cycle would otherwise sync the default four lists.
+        # Service.tick would otherwise sync the default four lists.
         resources=resources,
         http_concurrency=http_concurrency,
+        # Unpaced unless asked: the budget's cost is measured apart (bench/budget.py).
+        rate_limit=rate_limit,
     )
 
 
@@ -261,6 +342,7 @@ def copy_into_project_schema(
     to compare. Returns the counts and the seconds spent in the two COPYs."""
     from datetime import UTC, datetime
 
+    import orjson
     from sync.parsing import parse_list
     from sync.resources import PLATFORMS
     from sync.schema import sync_runs
@@ -301,7 +383,9 @@ def copy_into_project_schema(
         columns = "run_id, partner_id, platform_id, action, new_values, changed_fields, changed_at"
         with cursor.copy(f"COPY platform_audit ({columns}) FROM STDIN") as out:
             for r in records:
-                out.write_row((run_id, partner, r.key, "insert", r.text, r.fields.decode(), now))
+                # changed_fields as the store writes an insert's (sync.store.snapshot).
+                fields = orjson.dumps(r.fields).decode()
+                out.write_row((run_id, partner, r.key, "insert", r.text, fields, now))
         copy_seconds = time.perf_counter() - copy0
         conn.execute(
             sa.update(sync_runs)
@@ -342,8 +426,26 @@ def steady(args: argparse.Namespace) -> dict[str, Any]:
         if result.status != "success":
             raise SystemExit(f"project cycle {result.status}: {result.error}")
 
+    # A tick of `run` syncs what is due: make the list due again before each one (untimed, on
+    # the baseline's engine), so that every tick looks it up, claims it and syncs it once.
+    ticked: list[Any] = []
+    run_list = service.run
+
+    def recorded_run(account: Any, resource: Any) -> Any:
+        ticked.append(run_list(account, resource))
+        return ticked[-1]
+
+    service.run = recorded_run  # type: ignore[method-assign]
+
+    def make_due() -> None:
+        with b_engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE sync_state SET next_due_at = NULL")
+
     def loop_tick() -> None:
-        service.cycle()
+        before = len(ticked)
+        service.tick()
+        if len(ticked) != before + 1 or ticked[-1].status != "success":
+            raise SystemExit(f"a `run` tick did not sync the list once: {ticked[before:]}")
 
     def plain() -> None:
         baseline.sync(b_engine, baseline.fetch(b_session, api, b_token))
@@ -353,10 +455,12 @@ def steady(args: argparse.Namespace) -> dict[str, Any]:
         "service": (loop_tick, service.engine),
         "baseline": (plain, b_engine),
     }
+    before = {"service": make_due}
     counters = {name: StatementCounter(eng) for name, (_fn, eng) in impls.items()}
     # Warm-up: the first cycles fetch the token, connect, and fill the statement cache.
     for _ in range(3):
-        for fn, _eng in impls.values():
+        for name, (fn, _eng) in impls.items():
+            before.get(name, lambda: None)()
             fn()
     control = requests.Session()
     control.delete(f"{args.emulator}/_emulator/requests", timeout=30).raise_for_status()
@@ -370,6 +474,7 @@ def steady(args: argparse.Namespace) -> dict[str, Any]:
         for name in order:
             fn, _eng = impls[name]
             counter = counters[name]
+            before.get(name, lambda: None)()
             s0, c0 = counter.snapshot()
             wall0, cpu0 = time.perf_counter(), time.process_time()
             fn()
@@ -393,7 +498,7 @@ def steady(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "cycles": args.cycles,
         "samples": samples,
-        # run_once and Service.cycle send the same User-Agent: split their total evenly
+        # run_once and Service.tick send the same User-Agent: split their total evenly
         # (both reuse one token, so each cycle is the one GET).
         "requests_per_cycle": {
             "project": project_requests / (2 * args.cycles),
@@ -429,7 +534,8 @@ def account(args: argparse.Namespace) -> dict[str, Any]:
     from sync.job import Upkeep, run_account
     from sync.wiring import build_client, build_engine, cycle_options
 
-    settings = project_settings(args, args.resources, args.concurrency)
+    settings = project_settings(args, args.resources, args.concurrency, args.rate)
+    probe = BudgetProbe()
     configure_project_logging()
     engine = build_engine(settings)
     client = build_client(settings, engine)
@@ -442,6 +548,7 @@ def account(args: argparse.Namespace) -> dict[str, Any]:
     for _ in range(args.cycles):
         emulator.clear()
         counter.reset()
+        probe.reset()
         wall0, cpu0 = time.perf_counter(), time.process_time()
         results = run_account(
             engine, client, options, settings.resource_list, upkeep=upkeep, pool=pool
@@ -457,6 +564,7 @@ def account(args: argparse.Namespace) -> dict[str, Any]:
                 "requests": emulator.count(),
                 "counts": {r.resource: r.counts for r in results},
                 "peak_rss_mb": peak_rss_mb(),
+                "budget": {k: v for k, v in probe.tally().items() if k != "durations"},
                 **counter.tally(),
             }
         )
@@ -486,22 +594,81 @@ def once(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def replica(args: argparse.Namespace) -> dict[str, Any]:
+    """`comm100-sync run` in this process until SIGTERM; then its budget's tally."""
+    from sync.cli import main as cli_main
+
+    probe = BudgetProbe()
+    code = cli_main(["run"])
+    tally = probe.tally()
+    durations = sorted(tally.pop("durations"))
+    return {"exit_code": code, "budget": tally, "attempt_seconds": quantiles(durations)}
+
+
+def acquire(args: argparse.Namespace) -> dict[str, Any]:
+    """`--count` slots of a budget of `--calls` per `--seconds`, which must never pace, one
+    after another; the clock starts at the barrier (DIR/go) when `--ready DIR` is given."""
+    from sync.store import create_engine
+    from sync.store.budget import SharedBudget
+
+    engine = create_engine(args.db)
+    budget = SharedBudget(engine, args.calls, args.seconds)
+    probe = BudgetProbe()
+    budget.reserve()  # connects, and creates the budget's row if it is not there yet
+    probe.reset()
+    if args.ready:
+        folder = Path(args.ready)
+        (folder / f"{os.getpid()}.ready").touch()
+        while not (folder / "go").exists():
+            time.sleep(0.001)
+    started = time.time()
+    for _ in range(args.count):
+        wait = budget.reserve()
+        if wait > 0:
+            raise SystemExit(f"the budget paced ({wait:.3f}s): raise --calls")
+    finished = time.time()
+    engine.dispose()
+    tally = probe.tally()
+    return {"started": started, "finished": finished, **tally}
+
+
+def quantiles(durations: list[float]) -> dict[str, float]:
+    """Median, 95th percentile and maximum of sorted `durations` (0 when empty)."""
+    if not durations:
+        return {"median": 0.0, "p95": 0.0, "max": 0.0}
+    return {
+        "median": durations[len(durations) // 2],
+        "p95": durations[min(len(durations) - 1, int(0.95 * len(durations)))],
+        "max": durations[-1],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=("cycle", "steady", "account", "once"))
+    parser.add_argument(
+        "mode", choices=("cycle", "steady", "account", "once", "replica", "acquire")
+    )
     parser.add_argument(
         "--impl", choices=("project", "baseline", "copy", "copy-schema"), default="project"
     )
     parser.add_argument("--db")
-    parser.add_argument("--emulator", required=True, help="base URL, e.g. http://127.0.0.1:8100")
+    parser.add_argument("--emulator", help="base URL, e.g. http://127.0.0.1:8100")
     parser.add_argument("--cycles", type=int)
     parser.add_argument("--resources", default="platforms", help="SYNC_RESOURCES (account)")
     parser.add_argument("--concurrency", type=int, default=4, help="SYNC_HTTP_CONCURRENCY")
     parser.add_argument("--again", action="store_true", help="cycle: then a second one, timed")
+    parser.add_argument("--rate", default="0", help="account: SYNC_RATE_LIMIT (default 0)")
+    parser.add_argument("--count", type=int, default=500, help="acquire: slots to take")
+    parser.add_argument("--calls", type=int, default=10**9, help="acquire: the budget's CALLS")
+    parser.add_argument("--seconds", type=float, default=300.0, help="acquire: its SECONDS")
+    parser.add_argument("--ready", help="acquire: barrier folder (start when DIR/go exists)")
     args = parser.parse_args()
-    if args.mode != "once" and not args.db:
+    if args.mode not in ("once", "replica") and not args.db:
         parser.error("--db is required")
-    modes = {"cycle": cycle, "steady": steady, "account": account, "once": once}
+    if args.mode not in ("acquire",) and not args.emulator:
+        parser.error("--emulator is required")
+    modes = {"cycle": cycle, "steady": steady, "account": account, "once": once,
+             "replica": replica, "acquire": acquire}  # fmt: skip
     args.cycles = args.cycles or (2 if args.mode == "account" else 50)
     out = modes[args.mode](args)
     print(json.dumps(out))
