@@ -110,6 +110,21 @@ def describe_db_error(error: BaseException) -> str:
     return f"database error ({kind}): {text[:300]}"
 
 
+# MariaDB/MySQL ER_LOCK_DEADLOCK; PostgreSQL's deadlock_detected.
+_MYSQL_DEADLOCK, _POSTGRES_DEADLOCK = 1213, "40P01"
+
+
+def is_deadlock(error: BaseException | None) -> bool:
+    """Whether the database rolled this statement's transaction back to break a deadlock."""
+    original = getattr(error, "orig", None)
+    if original is None:
+        return False
+    if getattr(original, "sqlstate", None) == _POSTGRES_DEADLOCK:
+        return True
+    args: tuple[object, ...] = getattr(original, "args", ())
+    return bool(args) and args[0] == _MYSQL_DEADLOCK
+
+
 @contextlib.contextmanager
 def operation(engine: Engine, name: str, action: str) -> Iterator[tracing.Traced]:
     """One store operation (one transaction): a span `store.<name>`, and its database failures
