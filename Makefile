@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): one per core, at most four (each gets databases of its own).
+TEST_WORKERS ?= auto
 
 .PHONY: help install demo test test-index lint typecheck check bench clean
 
@@ -50,7 +52,8 @@ demo: $(RUNTIME)
 # Once the environment is installed, the suite needs no package index; the few tests that
 # install from it are marked needs_index and run by `make test-index` (and .ci/run).
 test: $(STAMP) $(DBT_STAMP)
-	SYNC_TEST_DBT_VENV=$(abspath $(DBT_VENV)) $(BIN)/python -m pytest -m "not needs_index" $(PYTEST_ARGS)
+	SYNC_TEST_DBT_VENV=$(abspath $(DBT_VENV)) $(BIN)/python -m pytest -m "not needs_index" \
+	  -n $(TEST_WORKERS) --maxprocesses=4 $(PYTEST_ARGS)
 
 test-index: $(STAMP)
 	$(BIN)/python -m pytest -m needs_index $(PYTEST_ARGS)
